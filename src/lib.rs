@@ -1,0 +1,30 @@
+//! ICSeg: few-click segmentation of medical volumes with an in-context
+//! cross-attention network (Ciusdel et al. 2025).
+//!
+//! # Layers
+//!
+//! Dependencies point one way; everything but [`ui`] is headless and builds with
+//! `--no-default-features`.
+//!
+//! | module | what | depends on |
+//! |---|---|---|
+//! | [`volume`] | volumes, label maps, geometry, resampling | — |
+//! | `io` | NIfTI, DICOM series, DICOM SEG read/write | volume |
+//! | `model` | the network (burn) | burn |
+//! | `engine` | inference worker, support cache, devices | model, volume |
+//! | `session` | annotations, support set, undo/redo, review state | volume |
+//! | `cli` | headless subcommands | all but ui |
+//! | `ui` | the eframe application (feature `gui`) | all |
+//!
+//! # Errors
+//!
+//! Each boundary has its own `thiserror` enum (`io::LoadError`, `model::WeightsError`,
+//! `engine::EngineError`, ...). Messages say what went wrong and what to do, never carry
+//! patient identifiers, and end with the file path where there is one. Nothing here
+//! panics on user data.
+
+pub mod cli;
+pub mod io;
+#[cfg(feature = "gui")]
+pub mod ui;
+pub mod volume;
