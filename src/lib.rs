@@ -28,3 +28,5 @@ pub mod io;
 #[cfg(feature = "gui")]
 pub mod ui;
 pub mod volume;
+#[doc(hidden)]
+pub mod testing;

@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 
 /// ICSeg: annotate medical volumes with few clicks.
 #[derive(Debug, Parser)]
-#[command(name = "icseg", version, about)]
+#[command(name = "icseg", version, about, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     /// A NIfTI file or DICOM folder to open in the app (default: the bundled sample).
     #[arg(global = false)]
