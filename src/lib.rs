@@ -27,6 +27,8 @@ pub mod cli;
 pub mod io;
 #[cfg(feature = "gui")]
 pub mod ui;
+#![warn(missing_docs)]
+
 pub mod volume;
 #[doc(hidden)]
 pub mod testing;
