@@ -23,12 +23,12 @@
 //! patient identifiers, and end with the file path where there is one. Nothing here
 //! panics on user data.
 
-pub mod cli;
-pub mod io;
-#[cfg(feature = "gui")]
-pub mod ui;
 #![warn(missing_docs)]
 
-pub mod volume;
+pub mod cli;
+pub mod io;
 #[doc(hidden)]
 pub mod testing;
+#[cfg(feature = "gui")]
+pub mod ui;
+pub mod volume;
