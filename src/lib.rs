@@ -12,7 +12,7 @@
 //! | `io` | NIfTI, DICOM series, DICOM SEG read/write | volume |
 //! | `model` | the network (burn) | burn |
 //! | `engine` | inference worker, support cache, devices | model, volume |
-//! | `session` | annotations, support set, undo/redo, review state | volume |
+//! | [`session`] | annotations, support set, undo/redo, review state | volume |
 //! | `cli` | headless subcommands | all but ui |
 //! | `ui` | the eframe application (feature `gui`) | all |
 //!
@@ -27,6 +27,7 @@
 
 pub mod cli;
 pub mod io;
+pub mod session;
 #[doc(hidden)]
 pub mod testing;
 #[cfg(feature = "gui")]
