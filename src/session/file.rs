@@ -64,6 +64,8 @@ pub struct StructureRecord {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Header {
     volume_path: Option<PathBuf>,
+    #[serde(default)]
+    series_uid: Option<String>,
     volume_fingerprint: String,
     geometry: Geometry,
     axis: Axis,
@@ -75,6 +77,8 @@ struct Header {
 pub struct SessionFile {
     /// The volume the session was made on, as it was opened.
     pub volume_path: Option<PathBuf>,
+    /// For a DICOM folder: the Series Instance UID of the series annotated.
+    pub series_uid: Option<String>,
     /// [`volume_fingerprint`] of that volume.
     pub volume_fingerprint: u64,
     /// The working axis.
@@ -90,6 +94,7 @@ impl SessionFile {
     pub fn to_bytes(&self) -> Vec<u8> {
         let header = Header {
             volume_path: self.volume_path.clone(),
+            series_uid: self.series_uid.clone(),
             volume_fingerprint: format!("{:016x}", self.volume_fingerprint),
             geometry: self.labels.geometry().clone(),
             axis: self.axis,
@@ -162,6 +167,7 @@ impl SessionFile {
             .map_err(|e| SessionFileError::Corrupt(e.to_string()))?;
         Ok(Self {
             volume_path: header.volume_path,
+            series_uid: header.series_uid,
             volume_fingerprint: fingerprint,
             axis: header.axis,
             structures: header.structures,

@@ -7,8 +7,8 @@
 //! Annotation and propagation happen along one *working axis* (by default the volume's
 //! slice axis `k`). Every structure has a [`SliceState`] per slice of that axis:
 //!
-//! - [`SliceState::Manual`]: drawn by the user. Manual slices with at least one voxel of
-//!   the structure are support slices.
+//! - [`SliceState::Manual`]: drawn by the user; a support slice. An empty manual slice
+//!   (painted, then erased) is a real "not here" annotation and is support too.
 //! - [`SliceState::Predicted`]: filled in by the network; re-propagation may replace it.
 //! - [`SliceState::Accepted`]: a prediction the user accepted; it joins the support set.
 //! - [`SliceState::Rejected`]: a prediction the user rejected; it is cleared and the
@@ -183,7 +183,7 @@ pub enum EditError {
 pub struct PropagationPlan {
     /// The structure.
     pub label: LabelValue,
-    /// Manual and accepted slices that contain the structure, ascending.
+    /// Manual and accepted slices, ascending.
     pub support: Vec<usize>,
     /// Slices to predict (unlabelled or predicted), nearest to the support first.
     pub targets: Vec<usize>,
@@ -568,13 +568,14 @@ impl Session {
 
     // ----- propagation -----
 
-    /// Support slices of `label`: manual or accepted slices that contain it.
+    /// Support slices of `label`: its manual and accepted slices. Those without any
+    /// voxel of the structure are kept: the user said "not on this slice".
     pub fn support_slices(&self, label: LabelValue) -> Vec<usize> {
         let Some(st) = self.structure(label) else {
             return Vec::new();
         };
         (0..self.slice_count())
-            .filter(|&s| st.states[s].is_user_approved() && self.slice_contains(s, label))
+            .filter(|&s| st.states[s].is_user_approved())
             .collect()
     }
 
@@ -711,6 +712,11 @@ impl Session {
         self.history.undo_len()
     }
 
+    /// Number of steps that can be redone.
+    pub fn redo_steps(&self) -> usize {
+        self.history.redo_len()
+    }
+
     /// Heap bytes held by the undo history.
     pub fn history_bytes(&self) -> usize {
         self.history.bytes()
@@ -746,6 +752,7 @@ impl Session {
     pub fn to_file(&self, volume_path: Option<&std::path::Path>, fingerprint: u64) -> SessionFile {
         SessionFile {
             volume_path: volume_path.map(std::path::Path::to_path_buf),
+            series_uid: None,
             volume_fingerprint: fingerprint,
             axis: self.axis,
             structures: self

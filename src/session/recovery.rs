@@ -114,7 +114,7 @@ impl RecoveryStore {
                 })
             })
             .collect();
-        found.sort_by(|a, b| b.modified.cmp(&a.modified));
+        found.sort_by_key(|f| std::cmp::Reverse(f.modified));
         found
     }
 

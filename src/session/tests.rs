@@ -180,18 +180,20 @@ fn the_plan_uses_manual_and_accepted_slices_and_targets_only_network_slices() {
         .unwrap();
     s.paint(liver, 6, &dab_op(5.0, 5.0, 2.0, PAINT), None)
         .unwrap();
-    // A manual slice erased back to empty is not support, but stays the user's.
-    s.paint(liver, 8, &dab_op(5.0, 5.0, 2.0, PAINT), None)
-        .unwrap();
-    s.paint(liver, 8, &dab_op(5.0, 5.0, 3.0, PaintMode::Erase), None)
-        .unwrap();
-    assert_eq!(s.structure(liver).unwrap().state(8), SliceState::Manual);
     let plan = s.propagation_plan(liver, Some(1)).unwrap();
     assert_eq!(plan.support, vec![2, 6]);
     // Slices 1..=7 minus the support; nearest to a support slice first.
     assert_eq!(plan.targets, vec![1, 3, 5, 7, 4]);
+    // A manual slice erased back to empty says "not here": it is support too.
+    s.paint(liver, 8, &dab_op(5.0, 5.0, 2.0, PAINT), None)
+        .unwrap();
+    s.paint(liver, 8, &dab_op(5.0, 5.0, 3.0, PaintMode::Erase), None)
+        .unwrap();
+    assert!(!s.slice_contains(8, liver));
+    assert_eq!(s.structure(liver).unwrap().state(8), SliceState::Manual);
     let all = s.propagation_plan(liver, None).unwrap();
-    assert_eq!(all.targets, vec![1, 3, 5, 7, 0, 4, 9]);
+    assert_eq!(all.support, vec![2, 6, 8]);
+    assert_eq!(all.targets, vec![1, 3, 5, 7, 9, 0, 4]);
 }
 
 #[test]

@@ -1,0 +1,447 @@
+//! Menus, toolbar, side panel (structures, tools, review) and status bar. Each function
+//! reads the state and returns the actions the user asked for.
+
+use std::time::Instant;
+
+use eframe::egui::{self, Color32, RichText};
+
+use crate::session::SliceState;
+
+use super::actions::{Action, Layout, Tool};
+use super::document::LabelFormat;
+use super::painter::Backend;
+use super::slice_view::{Readout, state_colour, state_name};
+use super::state::{AppState, BRUSH_RADIUS_MM};
+use super::view::{axes_in_display_order, plane_of};
+use super::window::{CtPreset, WindowLevel};
+
+/// The menu bar and toolbar.
+pub fn top_bar_ui(ui: &mut egui::Ui, state: &AppState) -> Vec<Action> {
+    let mut actions = Vec::new();
+    egui::MenuBar::new().ui(ui, |ui| {
+        ui.menu_button("File", |ui| {
+            if ui.button("Open file… (Ctrl+O)").clicked() {
+                actions.push(Action::OpenDialog);
+            }
+            if ui.button("Open DICOM folder…").clicked()
+                && let Some(p) = rfd::FileDialog::new().pick_folder()
+            {
+                actions.push(Action::Open(p));
+            }
+            if ui.button("Open session…").clicked()
+                && let Some(p) = rfd::FileDialog::new()
+                    .add_filter("ICSeg session", &["icseg"])
+                    .pick_file()
+            {
+                actions.push(Action::OpenSession(p));
+            }
+            ui.separator();
+            let has_doc = state.doc.is_some();
+            if ui
+                .add_enabled(has_doc, egui::Button::new("Import label map…"))
+                .clicked()
+                && let Some(p) = pick_file()
+            {
+                actions.push(Action::ImportLabels(p));
+            }
+            if ui
+                .add_enabled(has_doc, egui::Button::new("Save (Ctrl+S)"))
+                .clicked()
+            {
+                actions.push(Action::Save);
+            }
+            if ui
+                .add_enabled(has_doc, egui::Button::new("Save as…"))
+                .clicked()
+            {
+                actions.push(Action::CloseSaveDialog);
+                actions.push(Action::Save);
+            }
+            ui.separator();
+            if ui.button("Quit").clicked() {
+                actions.push(Action::Quit);
+            }
+        });
+        ui.menu_button("Edit", |ui| {
+            let (undo, redo) = state.doc.as_ref().map_or((None, None), |d| {
+                (d.session.undo_kind(), d.session.redo_kind())
+            });
+            let u = undo.map_or("Undo".to_owned(), |k| format!("Undo {} (Ctrl+Z)", k.name()));
+            if ui
+                .add_enabled(undo.is_some(), egui::Button::new(u))
+                .clicked()
+            {
+                actions.push(Action::Undo);
+            }
+            let r = redo.map_or("Redo".to_owned(), |k| {
+                format!("Redo {} (Ctrl+Shift+Z)", k.name())
+            });
+            if ui
+                .add_enabled(redo.is_some(), egui::Button::new(r))
+                .clicked()
+            {
+                actions.push(Action::Redo);
+            }
+        });
+        ui.menu_button("View", |ui| {
+            if let Some(doc) = &state.doc {
+                for axis in axes_in_display_order(doc.volume.geometry()) {
+                    let name = plane_of(doc.volume.geometry(), axis).name();
+                    if ui.button(name).clicked() {
+                        actions.push(Action::SetLayout(Layout::Single(axis)));
+                    }
+                }
+            }
+            if ui.button("Three views (4)").clicked() {
+                actions.push(Action::SetLayout(Layout::ThreeUp));
+            }
+            if ui.button("Fit views (F)").clicked() {
+                actions.push(Action::ResetCameras);
+            }
+        });
+        ui.menu_button("Window", |ui| {
+            for p in CtPreset::ALL {
+                if ui.button(p.label()).clicked() {
+                    actions.push(Action::Preset(p));
+                }
+            }
+            if ui.button("Automatic (MR)").clicked() {
+                actions.push(Action::AutoWindow);
+            }
+        });
+    });
+    ui.horizontal(|ui| {
+        for tool in Tool::ALL {
+            let r = ui
+                .selectable_label(state.tool == tool, tool.name())
+                .on_hover_text(format!("{} ({})", tool.name(), tool.key()));
+            if r.clicked() {
+                actions.push(Action::SetTool(tool));
+            }
+        }
+        ui.separator();
+        if let Some(doc) = &state.doc {
+            let geom = doc.volume.geometry();
+            for axis in axes_in_display_order(geom) {
+                let selected = state.layout == Layout::Single(axis);
+                if ui
+                    .selectable_label(selected, plane_of(geom, axis).name())
+                    .clicked()
+                {
+                    actions.push(Action::SetLayout(Layout::Single(axis)));
+                }
+            }
+            if ui
+                .selectable_label(state.layout == Layout::ThreeUp, "3-up")
+                .clicked()
+            {
+                actions.push(Action::SetLayout(Layout::ThreeUp));
+            }
+            ui.separator();
+            if let Some(a) = window_editor_ui(ui, doc.window) {
+                actions.push(a);
+            }
+        }
+    });
+    actions
+}
+
+fn pick_file() -> Option<std::path::PathBuf> {
+    rfd::FileDialog::new()
+        .add_filter("NIfTI or DICOM", &["nii", "gz", "dcm"])
+        .add_filter("All files", &["*"])
+        .pick_file()
+}
+
+/// The side panel: structures, tool settings, propagation and review.
+pub fn side_panel_ui(ui: &mut egui::Ui, state: &AppState) -> Vec<Action> {
+    let mut actions = Vec::new();
+    let Some(doc) = &state.doc else {
+        ui.label("Open a NIfTI file or DICOM folder (File menu), or drop it on the window.");
+        return actions;
+    };
+    ui.heading("Structures");
+    for st in doc.session.structures() {
+        let v = st.value;
+        ui.horizontal(|ui| {
+            let mut colour = st.style.colour;
+            if egui::color_picker::color_edit_button_srgb(ui, &mut colour).changed() {
+                actions.push(Action::SetColour(v, colour));
+            }
+            let mut visible = st.style.visible;
+            if ui
+                .checkbox(&mut visible, "")
+                .on_hover_text("Show or hide")
+                .changed()
+            {
+                actions.push(Action::SetVisible(v, visible));
+            }
+            let mut name = st.style.name.clone();
+            let active = doc.active == Some(v);
+            let edit = egui::TextEdit::singleline(&mut name)
+                .desired_width(110.0)
+                .background_color(if active {
+                    Color32::from_rgb(40, 70, 110)
+                } else {
+                    ui.visuals().extreme_bg_color
+                });
+            let r = ui.add(edit);
+            if r.changed() {
+                actions.push(Action::RenameStructure(v, name));
+            }
+            if r.gained_focus() || r.clicked() {
+                actions.push(Action::SelectStructure(v));
+            }
+            if ui.selectable_label(active, "edit").clicked() {
+                actions.push(Action::SelectStructure(v));
+            }
+        });
+        let mut opacity = st.style.opacity;
+        if ui
+            .add(egui::Slider::new(&mut opacity, 0.0..=1.0).text("opacity"))
+            .changed()
+        {
+            actions.push(Action::SetOpacity(v, opacity));
+        }
+    }
+    if ui.button("+ Add structure").clicked() {
+        actions.push(Action::AddStructure);
+    }
+    ui.separator();
+
+    ui.heading("Brush");
+    let mut radius = state.brush.radius_mm;
+    if ui
+        .add(
+            egui::Slider::new(&mut radius, BRUSH_RADIUS_MM)
+                .logarithmic(true)
+                .text("radius mm  [ ]"),
+        )
+        .changed()
+    {
+        actions.push(Action::ScaleBrush(radius / state.brush.radius_mm));
+    }
+    let mut brush = state.brush;
+    let mut changed = ui
+        .checkbox(&mut brush.limit_to_range, "Only intensities in range")
+        .changed();
+    ui.add_enabled_ui(brush.limit_to_range, |ui| {
+        ui.horizontal(|ui| {
+            changed |= ui
+                .add(egui::DragValue::new(&mut brush.range.min).speed(1.0))
+                .changed();
+            ui.label("to");
+            changed |= ui
+                .add(egui::DragValue::new(&mut brush.range.max).speed(1.0))
+                .changed();
+            if ui
+                .button("= window")
+                .on_hover_text("Use the display window's range")
+                .clicked()
+            {
+                brush.range.min = doc.window.low();
+                brush.range.max = doc.window.high();
+                changed = true;
+            }
+        });
+    });
+    changed |= ui
+        .checkbox(&mut brush.overwrite_others, "Paint over other structures")
+        .changed();
+    if changed {
+        actions.push(Action::SetBrush(brush));
+    }
+    ui.separator();
+
+    ui.heading("Propagate");
+    let running = state.propagation.run().is_some();
+    ui.horizontal(|ui| {
+        let can = !running && state.propagation.failure().is_none();
+        if ui
+            .add_enabled(can, egui::Button::new("Propagate (P)"))
+            .on_hover_text(
+                "Predict the active structure on the other slices from its support slices",
+            )
+            .clicked()
+        {
+            actions.push(Action::Propagate);
+        }
+        if ui
+            .add_enabled(running, egui::Button::new("Cancel"))
+            .clicked()
+        {
+            actions.push(Action::CancelPropagation);
+        }
+    });
+    let mut whole = state.propagate_margin.is_none();
+    let mut margin = state.propagate_margin.unwrap_or(10);
+    ui.horizontal(|ui| {
+        let a = ui.checkbox(&mut whole, "whole volume").changed();
+        let b = ui
+            .add_enabled(
+                !whole,
+                egui::DragValue::new(&mut margin)
+                    .range(0..=1000)
+                    .suffix(" slices beyond"),
+            )
+            .changed();
+        if a || b {
+            actions.push(Action::SetPropagateMargin((!whole).then_some(margin)));
+        }
+    });
+    if let Some(f) = state.propagation.failure() {
+        ui.colored_label(Color32::from_rgb(255, 140, 100), f);
+    }
+    ui.separator();
+
+    ui.heading("Review");
+    ui.horizontal(|ui| {
+        if ui
+            .button("Next (N)")
+            .on_hover_text("The predicted slice the network is least sure about")
+            .clicked()
+        {
+            actions.push(Action::NextToReview);
+        }
+        if ui.button("Accept (Enter)").clicked() {
+            actions.push(Action::Accept);
+        }
+        if ui.button("Reject (Esc)").clicked() {
+            actions.push(Action::Reject);
+        }
+    });
+    if let Some(st) = doc.active.and_then(|l| doc.session.structure(l)) {
+        let support = doc.session.support_slices(st.value);
+        let count = |s: SliceState| st.states().iter().filter(|&&x| x == s).count();
+        for s in [
+            SliceState::Manual,
+            SliceState::Predicted,
+            SliceState::Accepted,
+            SliceState::Rejected,
+        ] {
+            ui.horizontal(|ui| {
+                ui.label(RichText::new("■").color(state_colour(s)));
+                ui.label(format!("{}: {}", state_name(s), count(s)));
+            });
+        }
+        ui.label(format!(
+            "Support set: {} slice{}",
+            support.len(),
+            if support.len() == 1 { "" } else { "s" }
+        ))
+        .on_hover_text(format!("{support:?}"));
+        let slice = doc.work_slice();
+        if let Some(u) = st.uncertainty(slice) {
+            ui.label(format!("Uncertainty of this slice: {u:.2} bits"));
+        }
+    }
+    actions
+}
+
+/// The status bar: messages, pointer readout, progress with ETA and Cancel, device.
+pub fn status_bar_ui(
+    ui: &mut egui::Ui,
+    state: &AppState,
+    readout: Option<&Readout>,
+    backend: &Backend,
+) -> Vec<Action> {
+    let mut actions = Vec::new();
+    ui.horizontal(|ui| {
+        if let Some((path, started)) = state.loading() {
+            ui.add(egui::Spinner::new());
+            ui.label(format!(
+                "Loading {} ({:.0} s)…",
+                path.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default(),
+                started.elapsed().as_secs_f32()
+            ));
+        } else if let Some(run) = state.propagation.run() {
+            let eta = run
+                .eta(Instant::now())
+                .map_or("estimating…".to_owned(), |d| {
+                    format!("{:.0} s left", d.as_secs_f32().ceil())
+                });
+            ui.add(
+                egui::ProgressBar::new(run.fraction())
+                    .desired_width(220.0)
+                    .text(format!("Propagating {}/{} · {eta}", run.done, run.total)),
+            );
+            if ui.button("Cancel run").clicked() {
+                actions.push(Action::CancelPropagation);
+            }
+        } else if let Some(line) = state.status_line() {
+            ui.label(line);
+        }
+        ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+            let render = match backend {
+                Backend::Gpu => "render: GPU",
+                Backend::Cpu => "render: CPU",
+            };
+            ui.label(render);
+            ui.separator();
+            match (state.propagation.info(), state.propagation.failure()) {
+                (Some(info), _) => {
+                    let weights = match &info.weights {
+                        crate::engine::WeightsStatus::Loaded(_) => "trained",
+                        crate::engine::WeightsStatus::RandomInit => "random init",
+                    };
+                    ui.label(format!(
+                        "{} · model {} ({weights})",
+                        info.device, info.model
+                    ));
+                }
+                (None, Some(_)) => {
+                    ui.label("network unavailable");
+                }
+                (None, None) => {
+                    ui.label("network starting…");
+                }
+            }
+            if let Some(last) = state.propagation.last() {
+                ui.separator();
+                ui.label(format!(
+                    "last run {:.0} ms/slice",
+                    last.total.as_secs_f64() * 1000.0 / last.slices.max(1) as f64
+                ));
+            }
+            if let Some(r) = readout {
+                ui.separator();
+                let [i, j, k] = r.voxel;
+                let [x, y, z] = r.patient_mm;
+                let mut text = format!(
+                    "({i}, {j}, {k}) · {x:.1}, {y:.1}, {z:.1} mm LPS · {:.1}",
+                    r.value
+                );
+                if let Some(s) = &r.structure {
+                    text.push_str(&format!(" · {s}"));
+                }
+                ui.label(text);
+            }
+        });
+    });
+    actions
+}
+
+/// A window/level readout that can be typed into.
+pub fn window_editor_ui(ui: &mut egui::Ui, window: WindowLevel) -> Option<Action> {
+    let mut w = window;
+    let a = ui
+        .add(egui::DragValue::new(&mut w.width).prefix("W ").speed(1.0))
+        .changed();
+    let b = ui
+        .add(egui::DragValue::new(&mut w.centre).prefix("L ").speed(1.0))
+        .changed();
+    (a || b).then(|| Action::SetWindow(WindowLevel::new(w.centre, w.width)))
+}
+
+/// The save dialog's body.
+pub fn save_format_ui(ui: &mut egui::Ui, format: &mut LabelFormat, dicom: bool) {
+    ui.horizontal(|ui| {
+        ui.radio_value(format, LabelFormat::Nifti, LabelFormat::Nifti.name());
+        ui.add_enabled_ui(dicom, |ui| {
+            ui.radio_value(format, LabelFormat::DicomSeg, LabelFormat::DicomSeg.name())
+                .on_disabled_hover_text("DICOM SEG needs a DICOM input volume");
+        });
+    });
+}

@@ -1,0 +1,555 @@
+//! The link to the inference engine: propagation runs with progress and ETA, results
+//! written into the session as they arrive, and explanations. No egui here.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::engine::{
+    self, Engine, EngineInfo, Event, Explanation, JobId, JobRequest, SupportSet, SupportSlice,
+    WeightsStatus,
+};
+use crate::session::PropagationPlan;
+use crate::volume::LabelValue;
+
+use super::document::Document;
+use super::render::Heatmap;
+use super::state::{Level, Waker};
+
+/// Engine settings for the app.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Passed to [`Engine::start`]; `None` runs without a network (viewing and painting
+    /// only).
+    pub engine: Option<engine::EngineConfig>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            engine: Some(engine::EngineConfig::default()),
+        }
+    }
+}
+
+/// A propagation in progress.
+#[derive(Clone, Debug)]
+pub struct Run {
+    /// Engine job.
+    pub id: JobId,
+    /// Document it belongs to.
+    pub doc_key: u64,
+    /// Structure being propagated.
+    pub label: LabelValue,
+    /// Slices done so far.
+    pub done: usize,
+    /// Slices asked for.
+    pub total: usize,
+    /// When it was submitted.
+    pub started: Instant,
+    /// When the first slice arrived (support encoding and warm-up before that).
+    pub first_result: Option<Instant>,
+    /// Slices written into the session (others were user-owned by then).
+    pub written: usize,
+}
+
+impl Run {
+    /// Fraction done in `[0, 1]`.
+    pub fn fraction(&self) -> f32 {
+        if self.total == 0 {
+            1.0
+        } else {
+            self.done as f32 / self.total as f32
+        }
+    }
+
+    /// Estimated time left, from the rate since the first result.
+    pub fn eta(&self, now: Instant) -> Option<Duration> {
+        let first = self.first_result?;
+        if self.done == 0 || self.done >= self.total {
+            return None;
+        }
+        let per_slice = now.duration_since(first).as_secs_f64() / self.done.max(1) as f64;
+        Some(Duration::from_secs_f64(
+            per_slice * (self.total - self.done) as f64,
+        ))
+    }
+}
+
+/// Facts about the last finished propagation, for the status bar.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LastRun {
+    /// Slices predicted.
+    pub slices: usize,
+    /// Wall time.
+    pub total: Duration,
+    /// UI frame time statistics while it ran.
+    pub frames: Option<FrameSummary>,
+}
+
+/// UI frame time statistics.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FrameSummary {
+    /// Frames measured.
+    pub frames: usize,
+    /// Median time spent building a frame (ms).
+    pub median_ms: f32,
+    /// 95th percentile (ms).
+    pub p95_ms: f32,
+    /// Longest (ms).
+    pub max_ms: f32,
+}
+
+/// Summarises frame durations.
+pub fn summarise_frames(times: &[Duration]) -> Option<FrameSummary> {
+    if times.is_empty() {
+        return None;
+    }
+    let mut ms: Vec<f32> = times.iter().map(|d| d.as_secs_f32() * 1000.0).collect();
+    ms.sort_by(f32::total_cmp);
+    let at = |q: f32| ms[((ms.len() - 1) as f32 * q).round() as usize];
+    Some(FrameSummary {
+        frames: ms.len(),
+        median_ms: at(0.5),
+        p95_ms: at(0.95),
+        max_ms: ms[ms.len() - 1],
+    })
+}
+
+/// Which attention stages the explain panel shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StageChoice {
+    /// One stage (0: 1/32, 1: 1/16, 2: 1/8).
+    One(usize),
+    /// All three side by side.
+    All,
+}
+
+/// An explanation requested or shown.
+pub struct ExplainView {
+    /// Job id of the request.
+    pub id: JobId,
+    /// Document it belongs to.
+    pub doc_key: u64,
+    /// The clicked query slice and pixel.
+    pub query: (usize, [f32; 2]),
+    /// When it was requested.
+    pub requested: Instant,
+    /// The engine's answer.
+    pub result: Option<Box<Explanation>>,
+    /// From the click to the answer arriving in the UI.
+    pub latency: Option<Duration>,
+    /// Stage selection.
+    pub stages: StageChoice,
+    /// Heatmaps per (stage, support position), normalised per stage, built lazily.
+    heat_cache: Vec<Option<Heatmap>>,
+}
+
+impl ExplainView {
+    /// The heatmap of support slice number `n` at `stage`, on the native slice grid,
+    /// scaled so that the strongest location over all support slices of that stage is 1.
+    pub fn heatmap(
+        &mut self,
+        stage: usize,
+        n: usize,
+        width: usize,
+        height: usize,
+    ) -> Option<&Heatmap> {
+        let ex = self.result.as_ref()?;
+        let supports = ex.support_slices.len();
+        if stage >= ex.stages.len() || n >= supports {
+            return None;
+        }
+        if self.heat_cache.len() != ex.stages.len() * supports {
+            self.heat_cache = vec![None; ex.stages.len() * supports];
+        }
+        let k = stage * supports + n;
+        if self.heat_cache[k].is_none() {
+            let max = ex.stages[stage]
+                .maps
+                .iter()
+                .flat_map(|m| m.data.iter().copied())
+                .fold(0.0f32, f32::max);
+            let native = ex.native_heatmap(stage, n, width, height);
+            let scale = if max > 0.0 { 1.0 / max } else { 0.0 };
+            self.heat_cache[k] = Some(Heatmap {
+                slice: ex.support_slices[n],
+                values: native.map(|v| (v * scale).clamp(0.0, 1.0)),
+            });
+        }
+        self.heat_cache[k].as_ref()
+    }
+}
+
+/// Results of one [`Propagation::poll`].
+#[derive(Default)]
+pub struct PollEvents {
+    /// Messages for the user.
+    pub notices: Vec<(Level, String)>,
+    /// A propagation finished (time to autosave).
+    pub propagation_finished: bool,
+}
+
+/// The engine and the runs it is doing for the app.
+pub struct Propagation {
+    engine: Option<Engine>,
+    info: Option<EngineInfo>,
+    failure: Option<String>,
+    run: Option<Run>,
+    last: Option<LastRun>,
+    explain: Option<ExplainView>,
+    frame_times: Vec<Duration>,
+}
+
+impl Propagation {
+    /// Starts the engine's worker (it loads the model in the background).
+    pub fn new(config: &EngineConfig, waker: Waker) -> Self {
+        let engine = config
+            .engine
+            .clone()
+            .map(|c| Engine::start(c, Box::new(move || waker())));
+        Self {
+            failure: engine
+                .is_none()
+                .then(|| "this session runs without the network".to_owned()),
+            engine,
+            info: None,
+            run: None,
+            last: None,
+            explain: None,
+            frame_times: Vec::new(),
+        }
+    }
+
+    /// The engine's device and model, once started.
+    pub fn info(&self) -> Option<&EngineInfo> {
+        self.info.as_ref()
+    }
+
+    /// Why the engine cannot run, if it cannot.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    /// The running propagation.
+    pub fn run(&self) -> Option<&Run> {
+        self.run.as_ref()
+    }
+
+    /// The last finished propagation.
+    pub fn last(&self) -> Option<&LastRun> {
+        self.last.as_ref()
+    }
+
+    /// The explanation panel's contents.
+    pub fn explanation(&self) -> Option<&ExplainView> {
+        self.explain.as_ref()
+    }
+
+    /// Mutable explanation (stage switch, heatmap cache).
+    pub fn explanation_mut(&mut self) -> Option<&mut ExplainView> {
+        self.explain.as_mut()
+    }
+
+    /// Records how long the UI took to build a frame (kept while a run is active).
+    pub fn record_frame(&mut self, spent: Duration) {
+        if self.run.is_some() && self.frame_times.len() < 100_000 {
+            self.frame_times.push(spent);
+        }
+    }
+
+    /// Forgets runs and explanations of a document that is no longer open.
+    pub fn document_changed(&mut self) {
+        self.cancel();
+        self.explain = None;
+        if let Some(e) = &self.engine {
+            let _ = e.submit(JobRequest::ClearCache);
+        }
+    }
+
+    fn support(doc: &Document, label: LabelValue, support: &[usize]) -> Arc<SupportSet> {
+        Arc::new(SupportSet {
+            volume: doc.volume.clone(),
+            axis: doc.session.axis(),
+            slices: support
+                .iter()
+                .map(|&s| SupportSlice {
+                    index: s,
+                    mask: doc.session.mask(s, label),
+                })
+                .collect(),
+        })
+    }
+
+    fn engine(&self) -> Result<&Engine, String> {
+        match (&self.engine, &self.failure) {
+            (_, Some(f)) => Err(format!("the network is not available: {f}")),
+            (Some(e), None) => Ok(e),
+            (None, None) => Err("the network is not available".into()),
+        }
+    }
+
+    /// Sends a propagation; a running one is cancelled first.
+    pub fn start(&mut self, doc: &Document, plan: PropagationPlan) -> Result<(), String> {
+        self.cancel();
+        let support = Self::support(doc, plan.label, &plan.support);
+        let total = plan.targets.len();
+        let engine = self.engine()?;
+        let id = engine.submit(JobRequest::Propagate {
+            support,
+            slices: plan.targets,
+        });
+        self.frame_times.clear();
+        self.run = Some(Run {
+            id,
+            doc_key: doc.key,
+            label: plan.label,
+            done: 0,
+            total,
+            started: Instant::now(),
+            first_result: None,
+            written: 0,
+        });
+        Ok(())
+    }
+
+    /// Cancels the running propagation (results already written stay; undo removes them).
+    pub fn cancel(&mut self) {
+        if let (Some(run), Some(engine)) = (&self.run, &self.engine) {
+            engine.cancel(run.id);
+        }
+    }
+
+    /// Asks why the network predicted what it did at pixel `at` of working-axis slice
+    /// `slice`, using the active structure's support set.
+    pub fn explain(&mut self, doc: &Document, slice: usize, at: [f32; 2]) -> Result<(), String> {
+        let label = doc
+            .active
+            .ok_or_else(|| "select a structure in the label list first".to_owned())?;
+        let support = doc.session.support_slices(label);
+        if support.is_empty() {
+            return Err("paint the structure on a few slices (or accept predictions) first; the explanation shows how the network uses them".into());
+        }
+        let (w, h) = doc.volume.geometry().slice_dims(doc.session.axis());
+        let pixel = [
+            (at[0].round().max(0.0) as usize).min(w - 1),
+            (at[1].round().max(0.0) as usize).min(h - 1),
+        ];
+        let support = Self::support(doc, label, &support);
+        let engine = self.engine()?;
+        let id = engine.submit(JobRequest::Explain {
+            support,
+            query_slice: slice,
+            pixel,
+        });
+        let stages = self
+            .explain
+            .as_ref()
+            .map_or(StageChoice::One(2), |e| e.stages);
+        self.explain = Some(ExplainView {
+            id,
+            doc_key: doc.key,
+            query: (slice, [pixel[0] as f32, pixel[1] as f32]),
+            requested: Instant::now(),
+            result: None,
+            latency: None,
+            stages,
+            heat_cache: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// Closes the explanation panel.
+    pub fn close_explanation(&mut self) {
+        self.explain = None;
+    }
+
+    /// Takes in engine events; predictions go into `doc`'s session.
+    pub fn poll(&mut self, mut doc: Option<&mut Document>) -> PollEvents {
+        let mut out = PollEvents::default();
+        let Some(engine) = &self.engine else {
+            return out;
+        };
+        let events: Vec<Event> = engine.poll().collect();
+        for event in events {
+            match event {
+                Event::Ready(info) => {
+                    let weights = match &info.weights {
+                        WeightsStatus::Loaded(p) => format!("weights {}", p.display()),
+                        WeightsStatus::RandomInit => {
+                            out.notices.push((
+                                Level::Warning,
+                                "no trained weights were found, so the network is randomly initialised and its predictions are meaningless; put icseg-lite.bpk in ./weights or set ICSEG_WEIGHTS_DIR".into(),
+                            ));
+                            "random weights".into()
+                        }
+                    };
+                    out.notices.push((
+                        Level::Info,
+                        format!(
+                            "Network ready: {} ({weights}) on {}.",
+                            info.model, info.device
+                        ),
+                    ));
+                    self.info = Some(info);
+                }
+                Event::StartFailed(e) => {
+                    let text = e.to_string();
+                    out.notices
+                        .push((Level::Error, format!("the network could not start: {text}")));
+                    self.failure = Some(text);
+                }
+                Event::Progress { id, done, total } => {
+                    if let Some(run) = self.run.as_mut().filter(|r| r.id == id) {
+                        run.done = done;
+                        run.total = total;
+                    }
+                }
+                Event::SlicePredicted {
+                    id,
+                    slice,
+                    probabilities,
+                } => {
+                    let Some(run) = self.run.as_mut().filter(|r| r.id == id) else {
+                        continue;
+                    };
+                    run.first_result.get_or_insert_with(Instant::now);
+                    if let Some(d) = doc.as_deref_mut().filter(|d| d.key == run.doc_key) {
+                        match d
+                            .session
+                            .apply_prediction(run.label, slice, &probabilities, id.0)
+                        {
+                            Ok(true) => run.written += 1,
+                            Ok(false) => {}
+                            Err(e) => out.notices.push((Level::Error, e.to_string())),
+                        }
+                    }
+                }
+                Event::PropagationFinished { id, stats } => {
+                    if self.run.as_ref().is_some_and(|r| r.id == id) {
+                        let run = self.run.take().expect("checked above");
+                        if let Some(d) = doc.as_deref_mut().filter(|d| d.key == run.doc_key) {
+                            d.session.finish_propagation(id.0);
+                        }
+                        let frames = summarise_frames(&self.frame_times);
+                        let per_slice =
+                            stats.total.as_secs_f64() * 1000.0 / stats.slices.max(1) as f64;
+                        let mut text = format!(
+                            "Propagated {} slices in {:.1} s ({per_slice:.0} ms per slice).",
+                            stats.slices,
+                            stats.total.as_secs_f64()
+                        );
+                        if let Some(f) = frames {
+                            text.push_str(&format!(
+                                " UI frames meanwhile: median {:.1} ms, 95th percentile {:.1} ms, max {:.1} ms.",
+                                f.median_ms, f.p95_ms, f.max_ms
+                            ));
+                        }
+                        out.notices.push((Level::Info, text));
+                        self.last = Some(LastRun {
+                            slices: stats.slices,
+                            total: stats.total,
+                            frames,
+                        });
+                        out.propagation_finished = true;
+                    }
+                }
+                Event::Explained { id, explanation } => {
+                    if let Some(ex) = self.explain.as_mut().filter(|e| e.id == id) {
+                        ex.latency = Some(ex.requested.elapsed());
+                        ex.result = Some(explanation);
+                        ex.heat_cache.clear();
+                    }
+                }
+                Event::Cancelled { id } => {
+                    if self.run.as_ref().is_some_and(|r| r.id == id) {
+                        let run = self.run.take().expect("checked above");
+                        if let Some(d) = doc.as_deref_mut().filter(|d| d.key == run.doc_key) {
+                            d.session.finish_propagation(id.0);
+                        }
+                        out.notices.push((
+                            Level::Info,
+                            format!(
+                                "Propagation cancelled after {} of {} slices (undo removes them).",
+                                run.done, run.total
+                            ),
+                        ));
+                        out.propagation_finished = run.written > 0;
+                    }
+                }
+                Event::Failed { id, error } => {
+                    if self.run.as_ref().is_some_and(|r| r.id == id) {
+                        let run = self.run.take().expect("checked above");
+                        if let Some(d) = doc.as_deref_mut().filter(|d| d.key == run.doc_key) {
+                            d.session.finish_propagation(id.0);
+                        }
+                        out.notices
+                            .push((Level::Error, format!("propagation failed: {error}")));
+                    } else if self.explain.as_ref().is_some_and(|e| e.id == id) {
+                        self.explain = None;
+                        out.notices
+                            .push((Level::Error, format!("explanation failed: {error}")));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Blocks until the running propagation (if any) ends; for tests and scripts.
+    pub fn wait(&mut self, doc: &mut Option<Document>, timeout: Duration) -> PollEvents {
+        let deadline = Instant::now() + timeout;
+        let mut all = PollEvents::default();
+        while Instant::now() < deadline {
+            let ev = self.poll(doc.as_mut());
+            all.notices.extend(ev.notices);
+            all.propagation_finished |= ev.propagation_finished;
+            let explaining = self.explain.as_ref().is_some_and(|e| e.result.is_none());
+            if self.run.is_none() && !explaining && (self.info.is_some() || self.failure.is_some())
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eta_follows_the_rate_since_the_first_result() {
+        let t0 = Instant::now();
+        let run = Run {
+            id: JobId(1),
+            doc_key: 1,
+            label: 1,
+            done: 10,
+            total: 30,
+            started: t0,
+            first_result: Some(t0),
+            written: 10,
+        };
+        let eta = run.eta(t0 + Duration::from_secs(5)).unwrap();
+        assert!((eta.as_secs_f64() - 10.0).abs() < 1e-6);
+        assert!((run.fraction() - 1.0 / 3.0).abs() < 1e-6);
+        let waiting = Run {
+            first_result: None,
+            done: 0,
+            ..run
+        };
+        assert_eq!(waiting.eta(t0), None);
+    }
+
+    #[test]
+    fn frame_summary_reports_median_p95_and_max() {
+        let times: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        let s = summarise_frames(&times).unwrap();
+        assert_eq!(s.frames, 100);
+        assert!((s.median_ms - 51.0).abs() < 1e-3 || (s.median_ms - 50.0).abs() < 1e-3);
+        assert!((s.p95_ms - 95.0).abs() <= 1.0);
+        assert_eq!(s.max_ms, 100.0);
+        assert_eq!(summarise_frames(&[]), None);
+    }
+}

@@ -1,0 +1,540 @@
+//! One slice view: image, overlays, crosshair, and the mouse interactions on it.
+
+use eframe::egui::{self, Color32, Pos2, Rect, Sense, Stroke, Vec2, pos2, vec2};
+
+use crate::session::SliceState;
+use crate::volume::{Axis, Geometry};
+
+use super::actions::{Action, Tool};
+use super::document::Document;
+use super::painter::{HeatInput, ViewPainter};
+use super::render::Look;
+use super::state::{BrushSettings, Lasso, brush_radius_px};
+use super::view::{Camera, ViewMapping, display_to_screen, plane_of, screen_to_display};
+
+/// What a view needs to know besides the document.
+pub struct ViewContext<'a> {
+    /// The axis the view is perpendicular to.
+    pub axis: Axis,
+    /// Its zoom and pan.
+    pub camera: Camera,
+    /// Current tool.
+    pub tool: Tool,
+    /// Brush settings (for the brush outline).
+    pub brush: BrushSettings,
+    /// A lasso in progress.
+    pub lasso: Option<&'a Lasso>,
+    /// The explained pixel `(working slice, [x, y])`, marked on the view.
+    pub explain_marker: Option<(usize, [f32; 2])>,
+    /// Draw overlays.
+    pub show_labels: bool,
+    /// Whether a stroke is in progress (keep sending stroke actions).
+    pub stroking: bool,
+    /// Show the slice-state scrubber.
+    pub scrubber: bool,
+}
+
+/// What the pointer is over, for the status bar.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Readout {
+    /// Voxel index.
+    pub voxel: [usize; 3],
+    /// Patient position (LPS, mm).
+    pub patient_mm: [f64; 3],
+    /// Voxel value.
+    pub value: f32,
+    /// Structure name at the voxel, if any.
+    pub structure: Option<String>,
+}
+
+/// Per-view memory kept between frames (egui temp data).
+#[derive(Clone, Copy, Default)]
+struct ViewMemory {
+    scroll_accum: f32,
+    last_lasso: Option<[f32; 2]>,
+}
+
+/// Draws the view perpendicular to `ctx.axis` into the available space and returns the
+/// actions its interactions ask for, and the readout under the pointer.
+pub fn slice_view_ui(
+    ui: &mut egui::Ui,
+    doc: &Document,
+    ctx: &ViewContext<'_>,
+    painter: &mut ViewPainter,
+) -> (Vec<Action>, Option<Readout>) {
+    let mut actions = Vec::new();
+    let scrubber_h = if ctx.scrubber { 18.0 } else { 0.0 };
+    let total = ui.available_rect_before_wrap();
+    let view_rect = Rect::from_min_max(total.min, pos2(total.max.x, total.max.y - scrubber_h));
+    let id = ui.scope_id().with(("slice-view", ctx.axis.index()));
+    let response = ui.interact(view_rect, id, Sense::click_and_drag());
+    ui.allocate_rect(total, Sense::hover());
+
+    let geometry = doc.volume.geometry();
+    let axis = ctx.axis;
+    let view_name = format!("{} view", plane_of(geometry, axis).name());
+    response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, &view_name));
+    let slice = doc.cursor[axis.index()];
+    let mapping = ViewMapping::new(geometry, axis, slice);
+    let view_box = [
+        view_rect.min.x,
+        view_rect.min.y,
+        view_rect.max.x,
+        view_rect.max.y,
+    ];
+    let img = ctx.camera.image_rect(view_box, &mapping);
+    let image_rect = Rect::from_min_max(pos2(img[0], img[1]), pos2(img[2], img[3]));
+    let work_axis = doc.session.axis();
+    let is_work_view = axis == work_axis;
+
+    // Image.
+    ui.painter().rect_filled(view_rect, 0.0, Color32::BLACK);
+    let look = Look {
+        window: doc.window,
+        show_labels: ctx.show_labels,
+    };
+    painter.paint(
+        ui,
+        id.value(),
+        view_rect,
+        image_rect,
+        &mapping,
+        &look,
+        doc,
+        None::<HeatInput<'_>>,
+    );
+    let p = ui.painter().with_clip_rect(view_rect);
+
+    // Crosshair through the cursor.
+    let cursor_disp = mapping.display_of(doc.cursor.map(|c| c as f32));
+    let cs = display_to_screen(cursor_disp, img, &mapping);
+    let cross = Stroke::new(1.0, Color32::from_rgba_unmultiplied(80, 200, 255, 110));
+    let gap = 8.0;
+    p.line_segment(
+        [pos2(view_rect.min.x, cs[1]), pos2(cs[0] - gap, cs[1])],
+        cross,
+    );
+    p.line_segment(
+        [pos2(cs[0] + gap, cs[1]), pos2(view_rect.max.x, cs[1])],
+        cross,
+    );
+    p.line_segment(
+        [pos2(cs[0], view_rect.min.y), pos2(cs[0], cs[1] - gap)],
+        cross,
+    );
+    p.line_segment(
+        [pos2(cs[0], cs[1] + gap), pos2(cs[0], view_rect.max.y)],
+        cross,
+    );
+
+    // Labels: plane, slice, state, orientation letters.
+    let plane = plane_of(geometry, axis);
+    let n = geometry.slice_count(axis);
+    let mut title = format!("{} {}/{}", plane.name(), slice + 1, n);
+    if is_work_view {
+        if let Some(st) = doc.active.and_then(|l| doc.session.structure(l)) {
+            let state = st.state(slice);
+            if state != SliceState::Unlabelled {
+                title.push_str(&format!(" · {}", state_name(state)));
+            }
+        }
+    } else if ctx.tool.edits() {
+        title.push_str(&format!(
+            " · paint in the {} view",
+            plane_of(geometry, work_axis).name().to_lowercase()
+        ));
+    }
+    let font = egui::FontId::proportional(13.0);
+    p.text(
+        view_rect.min + vec2(6.0, 4.0),
+        egui::Align2::LEFT_TOP,
+        title,
+        font.clone(),
+        Color32::from_gray(230),
+    );
+    let [right, down] = orientation_letters(geometry, &mapping);
+    let letter = |pos: Pos2, align: egui::Align2, text: char| {
+        p.text(
+            pos,
+            align,
+            text,
+            font.clone(),
+            Color32::from_rgb(255, 210, 90),
+        );
+    };
+    letter(
+        pos2(view_rect.max.x - 6.0, view_rect.center().y),
+        egui::Align2::RIGHT_CENTER,
+        right.0,
+    );
+    letter(
+        pos2(view_rect.min.x + 6.0, view_rect.center().y),
+        egui::Align2::LEFT_CENTER,
+        right.1,
+    );
+    letter(
+        pos2(view_rect.center().x, view_rect.max.y - 4.0),
+        egui::Align2::CENTER_BOTTOM,
+        down.0,
+    );
+    letter(
+        pos2(view_rect.center().x, view_rect.min.y + 20.0),
+        egui::Align2::CENTER_TOP,
+        down.1,
+    );
+
+    // Slice pixel coordinates of a screen point (working-axis slices only).
+    let (ha, hb) = work_axis.in_plane();
+    let to_slice_px = |pos: Pos2| -> [f32; 2] {
+        let d = screen_to_display([pos.x, pos.y], img, &mapping);
+        let v = mapping.voxel_at(d[0], d[1]);
+        [v[ha], v[hb]]
+    };
+    let from_slice_px = |xy: [f32; 2]| -> Pos2 {
+        let mut v = [0.0f32; 3];
+        v[ha] = xy[0];
+        v[hb] = xy[1];
+        let d = mapping.display_of(v);
+        let s = display_to_screen(d, img, &mapping);
+        pos2(s[0], s[1])
+    };
+
+    // Lasso in progress.
+    if is_work_view
+        && let Some(lasso) = ctx.lasso
+        && lasso.slice == slice
+    {
+        let pts: Vec<Pos2> = lasso.points.iter().map(|&q| from_slice_px(q)).collect();
+        p.add(egui::Shape::line(
+            pts.clone(),
+            Stroke::new(1.5, Color32::YELLOW),
+        ));
+        for q in pts {
+            p.circle_filled(q, 2.0, Color32::YELLOW);
+        }
+    }
+
+    // Explained pixel.
+    if is_work_view
+        && let Some((s, xy)) = ctx.explain_marker
+        && s == slice
+    {
+        let c = from_slice_px(xy);
+        p.circle_stroke(c, 7.0, Stroke::new(2.0, Color32::from_rgb(0, 255, 160)));
+        p.line_segment(
+            [c - vec2(11.0, 0.0), c + vec2(11.0, 0.0)],
+            Stroke::new(1.0, Color32::from_rgb(0, 255, 160)),
+        );
+        p.line_segment(
+            [c - vec2(0.0, 11.0), c + vec2(0.0, 11.0)],
+            Stroke::new(1.0, Color32::from_rgb(0, 255, 160)),
+        );
+    }
+
+    // Pointer.
+    let hover = response.hover_pos();
+    let mut readout = None;
+    if let Some(pos) = hover {
+        let d = screen_to_display([pos.x, pos.y], img, &mapping);
+        if let Some(v) = mapping.voxel_index_at(d[0], d[1]) {
+            let label = doc.session.labels().get(v).unwrap_or(0);
+            readout = Some(Readout {
+                voxel: v,
+                patient_mm: geometry.patient_from_voxel(v.map(|x| x as f64)),
+                value: doc.volume.get(v).unwrap_or(f32::NAN),
+                structure: (label != 0).then(|| {
+                    doc.session
+                        .structure(label)
+                        .map_or_else(|| format!("label {label}"), |s| s.style.name.clone())
+                }),
+            });
+        }
+        // Brush outline.
+        if is_work_view && matches!(ctx.tool, Tool::Brush | Tool::Eraser) {
+            let [rx, ry] = brush_radius_px(&doc.session, ctx.brush.radius_mm);
+            let scale = image_rect.width() / mapping.n_u as f32;
+            let scale_y = image_rect.height() / mapping.n_v as f32;
+            // Screen radii: the in-plane axis along u gets rx or ry.
+            let (sx, sy) = if mapping.u_axis == ha {
+                (rx * scale, ry * scale_y)
+            } else {
+                (ry * scale, rx * scale_y)
+            };
+            let colour = if ctx.tool == Tool::Eraser {
+                Color32::from_rgb(255, 120, 120)
+            } else {
+                Color32::WHITE
+            };
+            p.add(ellipse(pos, vec2(sx, sy), Stroke::new(1.0, colour)));
+        }
+    }
+
+    // Interactions.
+    let modifiers = ui.input(|i| i.modifiers);
+    let zoom = ui.input(|i| i.zoom_delta());
+    // Wheel notches (lines), or pixel deltas from touchpads converted at 40 points a notch.
+    let scroll: f32 = ui.input(|i| {
+        i.events
+            .iter()
+            .filter_map(|e| match e {
+                egui::Event::MouseWheel {
+                    unit,
+                    delta,
+                    modifiers,
+                    ..
+                } if !modifiers.command => Some(match unit {
+                    egui::MouseWheelUnit::Line => delta.y * 40.0,
+                    egui::MouseWheelUnit::Page => delta.y * 400.0,
+                    egui::MouseWheelUnit::Point => delta.y,
+                }),
+                _ => None,
+            })
+            .sum()
+    });
+    let mut memory: ViewMemory = ui.data(|d| d.get_temp(id)).unwrap_or_default();
+    if response.hovered() {
+        if zoom != 1.0 {
+            if let Some(pos) = hover {
+                let mut cam = ctx.camera;
+                cam.zoom_about(zoom, [pos.x, pos.y], view_box);
+                actions.push(Action::SetCamera { axis, camera: cam });
+            }
+        } else if scroll != 0.0 {
+            memory.scroll_accum += scroll;
+            let steps = (memory.scroll_accum / 40.0).trunc();
+            let steps = if steps == 0.0 && memory.scroll_accum.abs() >= 1.0 {
+                memory.scroll_accum.signum()
+            } else {
+                steps
+            };
+            if steps != 0.0 {
+                memory.scroll_accum = 0.0;
+                // Wheel up moves forward through the stack (higher slice numbers).
+                actions.push(Action::StepSlice {
+                    axis,
+                    delta: steps as i64,
+                });
+            }
+        }
+    }
+    if response.dragged_by(egui::PointerButton::Middle) {
+        let d = response.drag_delta();
+        let mut cam = ctx.camera;
+        cam.pan = [cam.pan[0] + d.x, cam.pan[1] + d.y];
+        actions.push(Action::SetCamera { axis, camera: cam });
+    }
+    let wl_drag = response.dragged_by(egui::PointerButton::Secondary)
+        || (ctx.tool == Tool::WindowLevel && response.dragged_by(egui::PointerButton::Primary));
+    if wl_drag {
+        let d = response.drag_delta();
+        actions.push(Action::SetWindow(doc.window.dragged(d.x, d.y)));
+    }
+
+    let voxel_at = |pos: Pos2| {
+        let d = screen_to_display([pos.x, pos.y], img, &mapping);
+        mapping.voxel_index_at(d[0], d[1])
+    };
+    let explain_click = response.clicked_by(egui::PointerButton::Primary)
+        && (ctx.tool == Tool::Explain || modifiers.alt);
+    if explain_click {
+        if let Some(pos) = response.interact_pointer_pos()
+            && is_work_view
+            && voxel_at(pos).is_some()
+        {
+            actions.push(Action::Explain {
+                slice,
+                at: to_slice_px(pos),
+            });
+        }
+    } else {
+        match ctx.tool {
+            Tool::Crosshair => {
+                if (response.clicked_by(egui::PointerButton::Primary)
+                    || response.dragged_by(egui::PointerButton::Primary))
+                    && let Some(v) = response.interact_pointer_pos().and_then(voxel_at)
+                {
+                    actions.push(Action::SetCursor(v));
+                }
+            }
+            Tool::Brush | Tool::Eraser if is_work_view => {
+                if response.drag_started_by(egui::PointerButton::Primary) {
+                    let start = ui
+                        .input(|i| i.pointer.press_origin())
+                        .or(response.interact_pointer_pos());
+                    if let Some(s) = start {
+                        actions.push(Action::StrokeBegin {
+                            slice,
+                            at: to_slice_px(s),
+                        });
+                    }
+                }
+                if ctx.stroking
+                    && response.dragged_by(egui::PointerButton::Primary)
+                    && let Some(pos) = response.interact_pointer_pos()
+                {
+                    actions.push(Action::StrokeTo(to_slice_px(pos)));
+                }
+                if response.drag_stopped_by(egui::PointerButton::Primary) {
+                    actions.push(Action::StrokeEnd);
+                }
+                if response.clicked_by(egui::PointerButton::Primary)
+                    && let Some(pos) = response.interact_pointer_pos()
+                {
+                    actions.push(Action::StrokeBegin {
+                        slice,
+                        at: to_slice_px(pos),
+                    });
+                    actions.push(Action::StrokeEnd);
+                }
+            }
+            Tool::Lasso if is_work_view => {
+                if response.dragged_by(egui::PointerButton::Primary)
+                    && let Some(pos) = response.interact_pointer_pos()
+                {
+                    let xy = to_slice_px(pos);
+                    if response.drag_started_by(egui::PointerButton::Primary)
+                        && let Some(o) = ui.input(|i| i.pointer.press_origin())
+                    {
+                        actions.push(Action::LassoPoint {
+                            slice,
+                            at: to_slice_px(o),
+                        });
+                    }
+                    let far = memory
+                        .last_lasso
+                        .is_none_or(|l| (l[0] - xy[0]).hypot(l[1] - xy[1]) >= 0.75);
+                    if far {
+                        actions.push(Action::LassoPoint { slice, at: xy });
+                        memory.last_lasso = Some(xy);
+                    }
+                }
+                if response.drag_stopped_by(egui::PointerButton::Primary) {
+                    actions.push(Action::LassoFinish);
+                    memory.last_lasso = None;
+                }
+                if response.double_clicked_by(egui::PointerButton::Primary) {
+                    actions.push(Action::LassoFinish);
+                } else if response.clicked_by(egui::PointerButton::Primary)
+                    && let Some(pos) = response.interact_pointer_pos()
+                {
+                    actions.push(Action::LassoPoint {
+                        slice,
+                        at: to_slice_px(pos),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    ui.data_mut(|d| d.insert_temp(id, memory));
+
+    // Scrubber.
+    if ctx.scrubber {
+        let bar = Rect::from_min_max(pos2(total.min.x, view_rect.max.y), total.max);
+        actions.extend(scrubber_ui(ui, bar, doc, axis, id.with("scrubber")));
+    }
+    (actions, readout)
+}
+
+fn ellipse(centre: Pos2, radii: Vec2, stroke: Stroke) -> egui::Shape {
+    let n = 48;
+    let pts = (0..n)
+        .map(|k| {
+            let t = k as f32 / n as f32 * std::f32::consts::TAU;
+            centre + vec2(radii.x * t.cos(), radii.y * t.sin())
+        })
+        .collect();
+    egui::Shape::closed_line(pts, stroke)
+}
+
+/// Human name of a slice state.
+pub fn state_name(state: SliceState) -> &'static str {
+    match state {
+        SliceState::Unlabelled => "unlabelled",
+        SliceState::Manual => "manual",
+        SliceState::Predicted => "predicted",
+        SliceState::Accepted => "accepted",
+        SliceState::Rejected => "rejected",
+    }
+}
+
+/// Scrubber colour of a slice state.
+pub fn state_colour(state: SliceState) -> Color32 {
+    match state {
+        SliceState::Unlabelled => Color32::TRANSPARENT,
+        SliceState::Manual => Color32::from_rgb(80, 160, 255),
+        SliceState::Predicted => Color32::from_rgb(255, 190, 60),
+        SliceState::Accepted => Color32::from_rgb(70, 210, 110),
+        SliceState::Rejected => Color32::from_rgb(220, 70, 70),
+    }
+}
+
+/// The slice scrubber under a view: click or drag to jump; on the working axis it marks
+/// each slice's state for the active structure.
+fn scrubber_ui(
+    ui: &mut egui::Ui,
+    bar: Rect,
+    doc: &Document,
+    axis: Axis,
+    id: egui::Id,
+) -> Vec<Action> {
+    let mut actions = Vec::new();
+    let n = doc.volume.geometry().slice_count(axis).max(1);
+    let response = ui.interact(bar, id, Sense::click_and_drag());
+    let p = ui.painter();
+    p.rect_filled(bar, 0.0, Color32::from_gray(30));
+    let x_of = |s: usize| bar.min.x + (s as f32 + 0.5) / n as f32 * bar.width();
+    if axis == doc.session.axis()
+        && let Some(st) = doc.active.and_then(|l| doc.session.structure(l))
+    {
+        let w = (bar.width() / n as f32).max(1.0);
+        for (s, &state) in st.states().iter().enumerate() {
+            if state != SliceState::Unlabelled {
+                let x = x_of(s);
+                p.rect_filled(
+                    Rect::from_min_max(
+                        pos2(x - w / 2.0, bar.min.y + 3.0),
+                        pos2(x + w / 2.0, bar.max.y - 3.0),
+                    ),
+                    0.0,
+                    state_colour(state),
+                );
+            }
+        }
+    }
+    let cur = x_of(doc.cursor[axis.index()]);
+    p.line_segment(
+        [pos2(cur, bar.min.y), pos2(cur, bar.max.y)],
+        Stroke::new(2.0, Color32::WHITE),
+    );
+    if (response.clicked() || response.dragged())
+        && let Some(pos) = response.interact_pointer_pos()
+    {
+        let s = ((pos.x - bar.min.x) / bar.width() * n as f32)
+            .floor()
+            .clamp(0.0, (n - 1) as f32) as usize;
+        actions.push(Action::SetSlice { axis, index: s });
+    }
+    response.on_hover_text("Slices: blue manual, orange predicted, green accepted, red rejected");
+    actions
+}
+
+/// Patient direction letters at the right/left and bottom/top edges of a view:
+/// `[(right, left), (bottom, top)]`.
+pub fn orientation_letters(geometry: &Geometry, mapping: &ViewMapping) -> [(char, char); 2] {
+    let letter = |axis: usize, flip: bool| {
+        let d = geometry.direction[axis];
+        let (lps, v) = d
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+            .map(|(i, v)| (i, if flip { -v } else { *v }))
+            .unwrap_or((0, 1.0));
+        let pair = [('L', 'R'), ('P', 'A'), ('S', 'I')][lps];
+        if v >= 0.0 { pair } else { (pair.1, pair.0) }
+    };
+    [
+        letter(mapping.u_axis, mapping.u_flip),
+        letter(mapping.v_axis, mapping.v_flip),
+    ]
+}

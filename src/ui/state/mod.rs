@@ -1,0 +1,957 @@
+//! The application state without any egui: documents, tools, files, background work.
+//! [`AppState::apply`] carries out [`Action`]s; [`AppState::poll`] takes in results of
+//! background work once per frame. Both are plain code, tested without a window.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, TryRecvError};
+
+use crate::io::{self, LoadError, LoadedVolume};
+use crate::session::{
+    AutosaveTimer, EditError, EditKind, IntensityRange, PaintMode, PaintOp, RecoveryFile,
+    RecoveryStore, Session, SessionFile, Shape,
+};
+use crate::volume::{Axis, Image2D};
+
+use super::actions::{Action, Layout, Tool};
+use super::document::{Document, LabelFormat, SaveTarget, session_path_for};
+use super::propagation::Propagation;
+use super::view::Camera;
+use super::window::robust_window;
+
+/// A closure that wakes the UI (egui's `request_repaint`), callable from any thread.
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
+
+/// Start-up settings.
+#[derive(Clone)]
+pub struct AppConfig {
+    /// What to open first; `None` opens nothing.
+    pub open: Option<PathBuf>,
+    /// Where recovery files go.
+    pub recovery: RecoveryStore,
+    /// How often unsaved work is written to the recovery file.
+    pub autosave_interval: Duration,
+    /// Propagation settings (weights, device).
+    pub engine: super::propagation::EngineConfig,
+}
+
+/// How serious a notice is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// Status-bar information.
+    Info,
+    /// Shown until dismissed, but nothing failed.
+    Warning,
+    /// Something failed; shown until dismissed.
+    Error,
+}
+
+/// A message for the user.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notice {
+    /// How serious.
+    pub level: Level,
+    /// What happened and what to do.
+    pub text: String,
+}
+
+/// Brush and eraser settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BrushSettings {
+    /// Radius in millimetres (round on anisotropic pixels).
+    pub radius_mm: f32,
+    /// Paint only voxels inside `range`.
+    pub limit_to_range: bool,
+    /// The intensity range for `limit_to_range`.
+    pub range: IntensityRange,
+    /// Whether painting may take voxels from other structures.
+    pub overwrite_others: bool,
+}
+
+/// Brush radius limits in millimetres.
+pub const BRUSH_RADIUS_MM: std::ops::RangeInclusive<f32> = 0.5..=100.0;
+
+/// A brush stroke in progress.
+struct Stroke {
+    last: [f32; 2],
+    mode: PaintMode,
+    image: Option<Image2D<f32>>,
+}
+
+/// A lasso in progress.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lasso {
+    /// Working-axis slice.
+    pub slice: usize,
+    /// Vertices in slice pixels.
+    pub points: Vec<[f32; 2]>,
+}
+
+/// The save dialog's contents.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SaveDialog {
+    /// Label file path being edited.
+    pub path: String,
+    /// Chosen format.
+    pub format: LabelFormat,
+}
+
+/// Where quitting stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuitState {
+    /// Not quitting.
+    Running,
+    /// Asking about unsaved work.
+    Asking,
+    /// Allowed to close.
+    Confirmed,
+}
+
+enum LoadRequest {
+    Volume(PathBuf),
+    Series { path: PathBuf, series_uid: String },
+}
+
+struct LoadJob {
+    path: PathBuf,
+    rx: Receiver<Result<LoadedVolume, LoadError>>,
+    restore: Option<SessionFile>,
+    started: Instant,
+}
+
+/// A series choice the user has to make.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeriesChoice {
+    /// The folder.
+    pub path: PathBuf,
+    /// The series found.
+    pub series: Vec<io::SeriesSummary>,
+}
+
+struct AutosaveJob {
+    revision: u64,
+    rx: Receiver<Result<PathBuf, String>>,
+}
+
+/// Everything the app knows, minus egui.
+pub struct AppState {
+    /// Start-up settings.
+    pub config: AppConfig,
+    /// The open volume, if any.
+    pub doc: Option<Document>,
+    /// Current tool.
+    pub tool: Tool,
+    /// Brush settings.
+    pub brush: BrushSettings,
+    /// Views shown.
+    pub layout: Layout,
+    /// Zoom/pan per view axis.
+    pub cameras: [Camera; 3],
+    /// Messages, oldest first.
+    pub notices: Vec<Notice>,
+    /// A DICOM folder with several series waiting for a choice.
+    pub series_choice: Option<SeriesChoice>,
+    /// Recovery files offered on start.
+    pub recovery_offers: Vec<RecoveryFile>,
+    /// The save dialog, when open.
+    pub save_dialog: Option<SaveDialog>,
+    /// Quitting.
+    pub quit: QuitState,
+    /// A lasso being drawn.
+    pub lasso: Option<Lasso>,
+    /// Propagation and explanation.
+    pub propagation: Propagation,
+    /// Propagate only this many slices beyond the first/last support slice
+    /// (`None`: the whole axis).
+    pub propagate_margin: Option<usize>,
+    stroke: Option<Stroke>,
+    load: Option<LoadJob>,
+    autosave: AutosaveTimer,
+    autosave_job: Option<AutosaveJob>,
+    waker: Waker,
+}
+
+impl AppState {
+    /// A new state; starts loading `config.open` and looks for recovery files.
+    pub fn new(config: AppConfig, waker: Waker) -> Self {
+        let recovery_offers = config.recovery.orphans();
+        let propagation = Propagation::new(&config.engine, waker.clone());
+        let mut state = Self {
+            autosave: AutosaveTimer::new(config.autosave_interval, Instant::now(), 0),
+            doc: None,
+            tool: Tool::Brush,
+            brush: BrushSettings {
+                radius_mm: 4.0,
+                limit_to_range: false,
+                range: IntensityRange {
+                    min: 0.0,
+                    max: 100.0,
+                },
+                overwrite_others: false,
+            },
+            layout: Layout::Single(Axis::K),
+            cameras: [Camera::default(); 3],
+            notices: Vec::new(),
+            series_choice: None,
+            recovery_offers,
+            save_dialog: None,
+            quit: QuitState::Running,
+            lasso: None,
+            propagation,
+            propagate_margin: Some(10),
+            stroke: None,
+            load: None,
+            autosave_job: None,
+            waker,
+            config,
+        };
+        if let Some(path) = state.config.open.clone() {
+            state.start_load(LoadRequest::Volume(path), None);
+        }
+        state
+    }
+
+    /// Adds a message for the user (errors are also logged).
+    pub fn notify(&mut self, level: Level, text: impl Into<String>) {
+        let text = text.into();
+        match level {
+            Level::Error => log::error!("{text}"),
+            Level::Warning => log::warn!("{text}"),
+            Level::Info => log::info!("{text}"),
+        }
+        self.notices.push(Notice { level, text });
+        if self.notices.len() > 50 {
+            self.notices.remove(0);
+        }
+    }
+
+    /// The newest information line for the status bar.
+    pub fn status_line(&self) -> Option<&str> {
+        self.notices.last().map(|n| n.text.as_str())
+    }
+
+    /// Errors and warnings not yet dismissed, with their indices.
+    pub fn problems(&self) -> impl Iterator<Item = (usize, &Notice)> {
+        self.notices
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.level != Level::Info)
+    }
+
+    /// Whether a volume is being loaded, and since when.
+    pub fn loading(&self) -> Option<(&Path, Instant)> {
+        self.load.as_ref().map(|l| (l.path.as_path(), l.started))
+    }
+
+    /// Whether any work is unsaved.
+    pub fn unsaved(&self) -> bool {
+        self.doc.as_ref().is_some_and(Document::unsaved)
+    }
+
+    // ----- loading -----
+
+    fn start_load(&mut self, request: LoadRequest, restore: Option<SessionFile>) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let waker = self.waker.clone();
+        let path = match &request {
+            LoadRequest::Volume(p) | LoadRequest::Series { path: p, .. } => p.clone(),
+        };
+        std::thread::Builder::new()
+            .name("icseg-load".into())
+            .spawn(move || {
+                let result = match request {
+                    LoadRequest::Volume(p) => io::open_volume(&p),
+                    LoadRequest::Series { path, series_uid } => {
+                        io::dicom::load_series(&path, &series_uid)
+                    }
+                };
+                let _ = tx.send(result);
+                waker();
+            })
+            .expect("spawning a thread");
+        self.load = Some(LoadJob {
+            path,
+            rx,
+            restore,
+            started: Instant::now(),
+        });
+    }
+
+    /// Takes in finished background work: loaded volumes, autosaves, network results.
+    /// Call once per frame.
+    pub fn poll(&mut self) {
+        if let Some(job) = &self.load {
+            match job.rx.try_recv() {
+                Ok(result) => {
+                    let job = self.load.take().expect("checked above");
+                    self.finish_load(job.path, result, job.restore);
+                }
+                Err(TryRecvError::Disconnected) => {
+                    let job = self.load.take().expect("checked above");
+                    self.notify(
+                        Level::Error,
+                        format!(
+                            "loading stopped unexpectedly; try opening the file again: {}",
+                            job.path.display()
+                        ),
+                    );
+                }
+                Err(TryRecvError::Empty) => {}
+            }
+        }
+        if let Some(job) = &self.autosave_job {
+            match job.rx.try_recv() {
+                Ok(result) => {
+                    let job = self.autosave_job.take().expect("checked above");
+                    match result {
+                        Ok(_) => self.autosave.written(Instant::now(), job.revision),
+                        Err(e) => {
+                            // Try again after the next interval rather than every frame.
+                            self.autosave.written(Instant::now(), u64::MAX);
+                            self.notify(Level::Warning, format!("autosave failed: {e}"));
+                        }
+                    }
+                }
+                Err(TryRecvError::Disconnected) => self.autosave_job = None,
+                Err(TryRecvError::Empty) => {}
+            }
+        }
+        let events = self.propagation.poll(self.doc.as_mut());
+        for (level, text) in events.notices {
+            self.notify(level, text);
+        }
+        if events.propagation_finished {
+            self.autosave_now();
+        }
+        if self.autosave_job.is_none()
+            && let Some(doc) = &self.doc
+            && self.autosave.due(Instant::now(), doc.session.revision())
+        {
+            self.autosave_now();
+        }
+    }
+
+    /// Blocks until the running load (if any) has finished and been taken in. For tests
+    /// and the command line; the app polls instead.
+    pub fn wait_for_load(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.load.is_some() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            self.poll();
+        }
+        true
+    }
+
+    /// Blocks until a running autosave has finished.
+    pub fn wait_for_autosave(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.autosave_job.is_some() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            self.poll();
+        }
+        true
+    }
+
+    fn finish_load(
+        &mut self,
+        path: PathBuf,
+        result: Result<LoadedVolume, LoadError>,
+        restore: Option<SessionFile>,
+    ) {
+        let loaded = match result {
+            Ok(l) => l,
+            Err(LoadError::MultipleSeries { series }) => {
+                self.series_choice = Some(SeriesChoice { path, series });
+                return;
+            }
+            Err(e) => {
+                self.notify(Level::Error, e.to_string());
+                return;
+            }
+        };
+        for w in &loaded.warnings {
+            self.notify(Level::Warning, w.to_string());
+        }
+        let doc = match restore {
+            Some(file) => match Session::from_file(file, &loaded.volume) {
+                Ok(session) => {
+                    self.notify(Level::Info, "Restored the session.");
+                    Document::with_session(loaded, path, session, None, 0)
+                }
+                Err(e) => {
+                    self.notify(Level::Error, e.to_string());
+                    Document::new(loaded, path)
+                }
+            },
+            None => Document::new(loaded, path),
+        };
+        self.set_document(doc);
+    }
+
+    /// Makes `doc` the open document (replacing any other).
+    pub fn set_document(&mut self, doc: Document) {
+        self.notify(
+            Level::Info,
+            format!(
+                "Opened {} ({}×{}×{} voxels).",
+                doc.title(),
+                doc.volume.dims()[0],
+                doc.volume.dims()[1],
+                doc.volume.dims()[2]
+            ),
+        );
+        self.propagation.document_changed();
+        self.stroke = None;
+        self.lasso = None;
+        self.cameras = [Camera::default(); 3];
+        self.layout = Layout::Single(doc.session.axis());
+        self.autosave = AutosaveTimer::new(
+            self.config.autosave_interval,
+            Instant::now(),
+            doc.saved_revision,
+        );
+        self.doc = Some(doc);
+    }
+
+    // ----- autosave -----
+
+    /// Writes the recovery file now (in the background).
+    pub fn autosave_now(&mut self) {
+        if self.autosave_job.is_some() {
+            return;
+        }
+        let Some(doc) = &self.doc else { return };
+        if !doc.unsaved() {
+            return;
+        }
+        let file = doc.session.to_file(Some(doc.path()), doc.fingerprint);
+        let revision = doc.session.revision();
+        let store = self.config.recovery.clone();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let waker = self.waker.clone();
+        std::thread::Builder::new()
+            .name("icseg-autosave".into())
+            .spawn(move || {
+                let _ = tx.send(store.write(&file).map_err(|e| e.to_string()));
+                waker();
+            })
+            .expect("spawning a thread");
+        self.autosave_job = Some(AutosaveJob { revision, rx });
+    }
+
+    // ----- actions -----
+
+    /// Carries out one action.
+    pub fn apply(&mut self, action: Action) {
+        match action {
+            Action::Open(path) => self.start_load(LoadRequest::Volume(path), None),
+            Action::OpenDialog => match rfd::FileDialog::new().pick_file() {
+                Some(path) => self.start_load(LoadRequest::Volume(path), None),
+                None => self.notify(
+                    Level::Info,
+                    "No file dialog is available here; drop the file on the window instead.",
+                ),
+            },
+            Action::OpenSeries { path, series_uid } => {
+                self.series_choice = None;
+                self.start_load(LoadRequest::Series { path, series_uid }, None);
+            }
+            Action::OpenSession(path) => match SessionFile::read(&path) {
+                Ok(file) => self.restore_session(file),
+                Err(e) => self.notify(Level::Error, e.to_string()),
+            },
+            Action::ImportLabels(path) => self.import_labels(&path),
+            Action::SetCursor(c) => {
+                if let Some(doc) = &mut self.doc {
+                    let dims = doc.volume.dims();
+                    doc.cursor = [0, 1, 2].map(|a| c[a].min(dims[a] - 1));
+                }
+            }
+            Action::StepSlice { axis, delta } => {
+                if let Some(doc) = &mut self.doc {
+                    let n = doc.volume.dims()[axis.index()] as i64;
+                    let c = &mut doc.cursor[axis.index()];
+                    *c = (*c as i64 + delta).clamp(0, n - 1) as usize;
+                }
+            }
+            Action::SetSlice { axis, index } => {
+                if let Some(doc) = &mut self.doc {
+                    let n = doc.volume.dims()[axis.index()];
+                    doc.cursor[axis.index()] = index.min(n - 1);
+                }
+            }
+            Action::SetTool(t) => {
+                self.lasso = None;
+                self.tool = t;
+            }
+            Action::ScaleBrush(f) => {
+                self.brush.radius_mm = (self.brush.radius_mm * f)
+                    .clamp(*BRUSH_RADIUS_MM.start(), *BRUSH_RADIUS_MM.end());
+            }
+            Action::SetBrush(b) => {
+                self.brush = BrushSettings {
+                    radius_mm: self.brush.radius_mm,
+                    ..b
+                };
+            }
+            Action::SetPropagateMargin(m) => self.propagate_margin = m,
+            Action::SetLayout(l) => self.layout = l,
+            Action::SetCamera { axis, camera } => self.cameras[axis.index()] = camera,
+            Action::ResetCameras => self.cameras = [Camera::default(); 3],
+            Action::SetWindow(w) => {
+                if let Some(doc) = &mut self.doc {
+                    doc.window = w;
+                }
+            }
+            Action::Preset(p) => {
+                if let Some(doc) = &mut self.doc {
+                    doc.window = p.window();
+                }
+            }
+            Action::AutoWindow => {
+                if let Some(doc) = &mut self.doc {
+                    doc.window = robust_window(doc.volume.voxels());
+                }
+            }
+            Action::SelectStructure(v) => {
+                if let Some(doc) = &mut self.doc
+                    && doc.session.structure(v).is_some()
+                {
+                    doc.active = Some(v);
+                }
+            }
+            Action::AddStructure => {
+                if let Some(doc) = &mut self.doc {
+                    let n = doc.session.structures().len() + 1;
+                    match doc.session.add_structure(&format!("Structure {n}")) {
+                        Ok(v) => doc.active = Some(v),
+                        Err(e) => {
+                            let text = e.to_string();
+                            self.notify(Level::Error, text);
+                        }
+                    }
+                }
+            }
+            Action::RenameStructure(v, name) => self.style(v, |s| {
+                if !name.trim().is_empty() {
+                    s.name = name.trim().to_owned();
+                }
+            }),
+            Action::SetColour(v, c) => self.style(v, |s| s.colour = c),
+            Action::SetVisible(v, on) => self.style(v, |s| s.visible = on),
+            Action::SetOpacity(v, a) => self.style(v, |s| s.opacity = a.clamp(0.0, 1.0)),
+            Action::StrokeBegin { slice, at } => self.stroke_begin(slice, at),
+            Action::StrokeTo(at) => self.stroke_to(at),
+            Action::StrokeEnd => self.stroke_end(),
+            Action::LassoPoint { slice, at } => match &mut self.lasso {
+                Some(l) if l.slice == slice => l.points.push(at),
+                _ => {
+                    self.lasso = Some(Lasso {
+                        slice,
+                        points: vec![at],
+                    })
+                }
+            },
+            Action::LassoFinish => self.lasso_finish(),
+            Action::LassoCancel => self.lasso = None,
+            Action::Undo => {
+                if let Some(doc) = &mut self.doc {
+                    match doc.session.undo() {
+                        Some(kind) => {
+                            let text = format!("Undid {}.", kind.name());
+                            self.notify(Level::Info, text);
+                        }
+                        None => self.notify(Level::Info, "Nothing to undo."),
+                    }
+                }
+            }
+            Action::Redo => {
+                if let Some(doc) = &mut self.doc {
+                    match doc.session.redo() {
+                        Some(kind) => {
+                            let text = format!("Redid {}.", kind.name());
+                            self.notify(Level::Info, text);
+                        }
+                        None => self.notify(Level::Info, "Nothing to redo."),
+                    }
+                }
+            }
+            Action::Accept => self.review(true),
+            Action::Reject => self.review(false),
+            Action::NextToReview => self.next_to_review(),
+            Action::Propagate => self.propagate(),
+            Action::CancelPropagation => self.propagation.cancel(),
+            Action::Explain { slice, at } => {
+                if let Some(doc) = &self.doc {
+                    let r = self.propagation.explain(doc, slice, at);
+                    if let Err(text) = r {
+                        self.notify(Level::Error, text);
+                    }
+                }
+            }
+            Action::CloseExplain => self.propagation.close_explanation(),
+            Action::SetExplainStages(stages) => {
+                if let Some(e) = self.propagation.explanation_mut() {
+                    e.stages = stages;
+                }
+            }
+            Action::Save => self.save(),
+            Action::SaveTo { path, format } => self.save_to(path, format),
+            Action::SaveSession(path) => self.save_session(&path),
+            Action::RestoreRecovery(n) => {
+                if n < self.recovery_offers.len() {
+                    let offer = self.recovery_offers.remove(n);
+                    match SessionFile::read(&offer.path) {
+                        Ok(file) => {
+                            self.config.recovery.discard(&offer);
+                            self.restore_session(file);
+                        }
+                        Err(e) => self.notify(Level::Error, e.to_string()),
+                    }
+                }
+            }
+            Action::DiscardRecovery(n) => {
+                if n < self.recovery_offers.len() {
+                    let offer = self.recovery_offers.remove(n);
+                    self.config.recovery.discard(&offer);
+                }
+            }
+            Action::DismissNotice(n) => {
+                if n < self.notices.len() {
+                    self.notices.remove(n);
+                }
+            }
+            Action::CloseSaveDialog => self.save_dialog = None,
+            Action::Quit => {
+                self.quit = if self.unsaved() {
+                    QuitState::Asking
+                } else {
+                    QuitState::Confirmed
+                };
+                if self.quit == QuitState::Confirmed {
+                    self.shutdown();
+                }
+            }
+            Action::QuitDiscarding => {
+                self.quit = QuitState::Confirmed;
+                self.shutdown();
+            }
+            Action::CancelQuit => self.quit = QuitState::Running,
+        }
+    }
+
+    /// Clean exit: stop background work and remove this run's recovery file (the user
+    /// saved or chose to discard).
+    pub fn shutdown(&mut self) {
+        self.propagation.cancel();
+        self.config.recovery.clear_own();
+    }
+
+    fn style(
+        &mut self,
+        v: crate::volume::LabelValue,
+        f: impl FnOnce(&mut crate::session::StructureStyle),
+    ) {
+        if let Some(doc) = &mut self.doc
+            && let Some(style) = doc.session.style_mut(v)
+        {
+            f(style);
+        }
+    }
+
+    fn restore_session(&mut self, file: SessionFile) {
+        let Some(path) = file.volume_path.clone() else {
+            self.notify(
+                Level::Error,
+                "the session does not say which volume it belongs to; open the volume first",
+            );
+            return;
+        };
+        // The volume may already be open.
+        if let Some(doc) = &self.doc
+            && doc.fingerprint == file.volume_fingerprint
+        {
+            match Session::from_file(file, &doc.volume) {
+                Ok(session) => {
+                    let doc = self.doc.take().expect("checked above");
+                    let path = doc.path.clone();
+                    let d = Document::with_session(doc.into_loaded(), path, session, None, 0);
+                    self.set_document(d);
+                    self.notify(Level::Info, "Restored the session.");
+                }
+                Err(e) => self.notify(Level::Error, e.to_string()),
+            }
+            return;
+        }
+        let request = match file.series_uid.clone() {
+            Some(series_uid) => LoadRequest::Series { path, series_uid },
+            None => LoadRequest::Volume(path),
+        };
+        self.start_load(request, Some(file));
+    }
+
+    fn import_labels(&mut self, path: &Path) {
+        let Some(doc) = &mut self.doc else { return };
+        match io::read_label_map(path, doc.volume.geometry()) {
+            Ok(labels) => {
+                let session = Session::with_labels(labels, doc.session.axis());
+                doc.active = session.structures().first().map(|s| s.value);
+                doc.session = session;
+                doc.saved_revision = u64::MAX;
+                self.propagation.document_changed();
+                let text = format!("Loaded labels from {}.", path.display());
+                self.notify(Level::Info, text);
+            }
+            Err(e) => self.notify(Level::Error, e.to_string()),
+        }
+    }
+
+    // ----- editing -----
+
+    fn stroke_begin(&mut self, slice: usize, at: [f32; 2]) {
+        let mode = match self.tool {
+            Tool::Brush => PaintMode::Paint {
+                overwrite_others: self.brush.overwrite_others,
+            },
+            Tool::Eraser => PaintMode::Erase,
+            _ => return,
+        };
+        let Some(doc) = &mut self.doc else { return };
+        let Some(label) = doc.active else {
+            self.notify(
+                Level::Error,
+                "add a structure in the label list before painting",
+            );
+            return;
+        };
+        let kind = if mode == PaintMode::Erase {
+            EditKind::Erase
+        } else {
+            EditKind::Paint
+        };
+        if let Err(e) = doc.session.begin_stroke(label, slice, kind) {
+            self.notify(Level::Error, e.to_string());
+            return;
+        }
+        let image = self
+            .brush
+            .limit_to_range
+            .then(|| doc.volume.slice(doc.session.axis(), slice));
+        self.stroke = Some(Stroke {
+            last: at,
+            mode,
+            image,
+        });
+        self.stroke_to(at);
+    }
+
+    fn stroke_to(&mut self, at: [f32; 2]) {
+        let (Some(doc), Some(stroke)) = (&mut self.doc, &mut self.stroke) else {
+            return;
+        };
+        let radius_px = brush_radius_px(&doc.session, self.brush.radius_mm);
+        let op = PaintOp {
+            shape: Shape::Capsule {
+                from: stroke.last,
+                to: at,
+                radius_px,
+            },
+            mode: stroke.mode,
+            range: self.brush.limit_to_range.then_some(self.brush.range),
+        };
+        doc.session.stroke(&op, stroke.image.as_ref());
+        stroke.last = at;
+    }
+
+    fn stroke_end(&mut self) {
+        if self.stroke.take().is_some()
+            && let Some(doc) = &mut self.doc
+        {
+            doc.session.end_stroke();
+        }
+    }
+
+    fn lasso_finish(&mut self) {
+        let Some(lasso) = self.lasso.take() else {
+            return;
+        };
+        let Some(doc) = &mut self.doc else { return };
+        let Some(label) = doc.active else { return };
+        if lasso.points.len() < 3 {
+            self.notify(Level::Info, "A lasso needs at least three points.");
+            return;
+        }
+        let image = self
+            .brush
+            .limit_to_range
+            .then(|| doc.volume.slice(doc.session.axis(), lasso.slice));
+        let op = PaintOp {
+            shape: Shape::Polygon {
+                points: lasso.points,
+            },
+            mode: PaintMode::Paint {
+                overwrite_others: self.brush.overwrite_others,
+            },
+            range: self.brush.limit_to_range.then_some(self.brush.range),
+        };
+        if let Err(e) = doc.session.paint(label, lasso.slice, &op, image.as_ref()) {
+            self.notify(Level::Error, e.to_string());
+        }
+    }
+
+    fn review(&mut self, accept: bool) {
+        let Some(doc) = &mut self.doc else { return };
+        let Some(label) = doc.active else { return };
+        let slice = doc.work_slice();
+        let result = if accept {
+            doc.session.accept(label, slice)
+        } else {
+            doc.session.reject(label, slice)
+        };
+        match result {
+            Ok(()) => {
+                let text = if accept {
+                    format!("Accepted slice {slice}: it is now support.")
+                } else {
+                    format!("Rejected slice {slice}: cleared.")
+                };
+                self.notify(Level::Info, text);
+                // Move on to the next slice that needs a look.
+                self.next_to_review();
+            }
+            Err(EditError::NotPredicted(_)) => self.notify(
+                Level::Info,
+                format!("Slice {slice} holds no prediction to accept or reject."),
+            ),
+            Err(e) => self.notify(Level::Error, e.to_string()),
+        }
+    }
+
+    fn next_to_review(&mut self) {
+        let Some(doc) = &mut self.doc else { return };
+        let Some(label) = doc.active else { return };
+        match doc.session.next_to_review(label, doc.work_slice()) {
+            Some(s) => {
+                let axis = doc.session.axis().index();
+                doc.cursor[axis] = s;
+            }
+            None => self.notify(Level::Info, "No predicted slice is left to review."),
+        }
+    }
+
+    fn propagate(&mut self) {
+        let Some(doc) = &mut self.doc else { return };
+        let Some(label) = doc.active else {
+            self.notify(
+                Level::Error,
+                "add a structure and paint it on a few slices first",
+            );
+            return;
+        };
+        let Some(plan) = doc.session.propagation_plan(label, self.propagate_margin) else {
+            self.notify(
+                Level::Error,
+                "paint the structure on at least one slice (or accept a prediction) before propagating",
+            );
+            return;
+        };
+        if plan.targets.is_empty() {
+            self.notify(
+                Level::Info,
+                "Every slice in range is already annotated or reviewed.",
+            );
+            return;
+        }
+        if let Err(text) = self.propagation.start(doc, plan) {
+            self.notify(Level::Error, text);
+        }
+    }
+
+    // ----- saving -----
+
+    fn save(&mut self) {
+        let Some(doc) = &self.doc else { return };
+        match doc.save_target.clone() {
+            Some(t) => self.save_to(t.path, t.format),
+            None => {
+                let format = if doc.is_dicom() {
+                    LabelFormat::DicomSeg
+                } else {
+                    LabelFormat::Nifti
+                };
+                self.save_dialog = Some(SaveDialog {
+                    path: doc.default_save_path(format).display().to_string(),
+                    format,
+                });
+            }
+        }
+    }
+
+    fn save_to(&mut self, path: PathBuf, format: LabelFormat) {
+        let Some(doc) = &mut self.doc else { return };
+        let result = match format {
+            LabelFormat::Nifti => {
+                io::write_label_map(&path, doc.session.labels()).map_err(|e| e.to_string())
+            }
+            LabelFormat::DicomSeg => super::export::write_seg(doc, &path),
+        };
+        if let Err(e) = result {
+            self.notify(Level::Error, e);
+            return;
+        }
+        let session_path = session_path_for(&path);
+        let file = doc.session_file();
+        if let Err(e) = file.write(&session_path) {
+            self.notify(Level::Error, e.to_string());
+            return;
+        }
+        doc.saved_revision = doc.session.revision();
+        doc.save_target = Some(SaveTarget {
+            path: path.clone(),
+            format,
+        });
+        self.save_dialog = None;
+        self.config.recovery.clear_own();
+        self.autosave.written(Instant::now(), doc.saved_revision);
+        let text = format!(
+            "Saved {} to {} (session beside it).",
+            format.name(),
+            path.display()
+        );
+        self.notify(Level::Info, text);
+    }
+
+    fn save_session(&mut self, path: &Path) {
+        let Some(doc) = &self.doc else { return };
+        let file = doc.session_file();
+        match file.write(path) {
+            Ok(()) => {
+                let text = format!("Saved the session to {}.", path.display());
+                self.notify(Level::Info, text);
+            }
+            Err(e) => self.notify(Level::Error, e.to_string()),
+        }
+    }
+
+    /// Whether a stroke is in progress.
+    pub fn stroking(&self) -> bool {
+        self.stroke.is_some()
+    }
+}
+
+/// Brush radius in slice pixels for a radius in mm (round in millimetres).
+pub fn brush_radius_px(session: &Session, radius_mm: f32) -> [f32; 2] {
+    let (sx, sy) = session.geometry().slice_spacing_mm(session.axis());
+    [radius_mm / sx as f32, radius_mm / sy as f32]
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,500 @@
+//! The desktop app driven headless with egui_kittest: real widgets, real pointer and
+//! keyboard events, the real engine (randomly initialised `lite` weights on the CPU).
+#![cfg(feature = "gui")]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use eframe::egui::{self, Modifiers, PointerButton, Pos2, Rect};
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+
+use icseg::engine::{DeviceChoice, DeviceRequest, EngineConfig, WeightsChoice};
+use icseg::model::ModelConfig;
+use icseg::session::{RecoveryStore, SliceState};
+use icseg::ui::document::LabelFormat;
+use icseg::ui::propagation;
+use icseg::ui::render::{Look, cpu};
+use icseg::ui::state::AppConfig;
+use icseg::ui::view::{Camera, ViewMapping};
+use icseg::ui::{IcsegApp, sample_path};
+use icseg::volume::Axis;
+
+/// A process id above Linux's `pid_max`: never running, so its files look orphaned.
+const DEAD_PID: u32 = 4_194_399;
+const SIZE: [f32; 2] = [1280.0, 800.0];
+
+fn engine() -> propagation::EngineConfig {
+    propagation::EngineConfig {
+        engine: Some(EngineConfig {
+            device: DeviceRequest::Choice(DeviceChoice::Cpu),
+            model: ModelConfig::lite(),
+            weights: WeightsChoice::Random,
+            ..EngineConfig::default()
+        }),
+    }
+}
+
+fn config(dir: &Path, pid: u32, autosave: Duration) -> AppConfig {
+    AppConfig {
+        open: Some(sample_path().expect("the bundled sample is in assets/")),
+        recovery: RecoveryStore::with_owner(dir.join("recovery"), pid),
+        autosave_interval: autosave,
+        engine: engine(),
+    }
+}
+
+fn harness(config: AppConfig) -> Harness<'static, IcsegApp> {
+    Harness::builder()
+        .with_size(SIZE)
+        .build_eframe(move |cc| IcsegApp::new(cc, config))
+}
+
+/// Steps the app (in real time, so background threads progress) until `done` holds.
+fn step_until(
+    h: &mut Harness<'_, IcsegApp>,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&IcsegApp) -> bool,
+) {
+    let start = Instant::now();
+    while !done(h.state()) {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+        h.step();
+    }
+    h.step();
+}
+
+fn view_rect(h: &Harness<'_, IcsegApp>, name: &str) -> Rect {
+    h.get_by_label(name).rect()
+}
+
+/// A primary-button drag through `points`, one event per frame.
+fn drag(h: &mut Harness<'_, IcsegApp>, points: &[Pos2], modifiers: Modifiers) {
+    let first = points[0];
+    if modifiers != Modifiers::NONE {
+        h.event(egui::Event::ModifiersChanged(modifiers));
+    }
+    h.event(egui::Event::PointerMoved(first));
+    h.event(egui::Event::PointerButton {
+        pos: first,
+        button: PointerButton::Primary,
+        pressed: true,
+        modifiers,
+    });
+    for &p in &points[1..] {
+        h.event(egui::Event::PointerMoved(p));
+    }
+    let last = *points.last().unwrap();
+    h.event(egui::Event::PointerButton {
+        pos: last,
+        button: PointerButton::Primary,
+        pressed: false,
+        modifiers,
+    });
+    if modifiers != Modifiers::NONE {
+        h.event(egui::Event::ModifiersChanged(Modifiers::NONE));
+    }
+    for _ in 0..points.len() + 3 {
+        h.step();
+    }
+}
+
+fn click(h: &mut Harness<'_, IcsegApp>, at: Pos2, modifiers: Modifiers) {
+    drag(h, &[at], modifiers);
+}
+
+fn press(h: &mut Harness<'_, IcsegApp>, key: egui::Key, modifiers: Modifiers) {
+    h.key_press_modifiers(modifiers, key);
+    h.step();
+    h.step();
+}
+
+fn labels_on(app: &IcsegApp, slice: usize) -> usize {
+    let doc = app.state.doc.as_ref().unwrap();
+    let l = doc.active.unwrap();
+    doc.session
+        .mask(slice, l)
+        .data
+        .iter()
+        .filter(|&&v| v == 1)
+        .count()
+}
+
+#[test]
+fn annotate_propagate_review_explain_and_save_the_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(config(
+        dir.path(),
+        std::process::id(),
+        Duration::from_secs(3600),
+    ));
+    step_until(&mut h, "the sample to load", Duration::from_secs(60), |a| {
+        a.state.doc.is_some()
+    });
+    step_until(
+        &mut h,
+        "the network to start",
+        Duration::from_secs(120),
+        |a| a.state.propagation.info().is_some() || a.state.propagation.failure().is_some(),
+    );
+    assert!(
+        h.state().state.propagation.failure().is_none(),
+        "the engine starts on the CPU"
+    );
+    let dims = h.state().state.doc.as_ref().unwrap().volume.dims();
+    assert_eq!(dims, [197, 233, 189]);
+
+    // Paint with the brush (the default tool) on the middle axial slice...
+    let view = view_rect(&h, "Axial view");
+    let c = view.center();
+    let k0 = h.state().state.doc.as_ref().unwrap().work_slice();
+    drag(
+        &mut h,
+        &[c - egui::vec2(40.0, 0.0), c, c + egui::vec2(40.0, 10.0)],
+        Modifiers::NONE,
+    );
+    let first = labels_on(h.state(), k0);
+    assert!(first > 50, "the stroke painted {first} voxels");
+    // ...and, five slices up (PageUp), a second stroke.
+    for _ in 0..5 {
+        press(&mut h, egui::Key::PageUp, Modifiers::NONE);
+    }
+    let k1 = h.state().state.doc.as_ref().unwrap().work_slice();
+    assert_eq!(k1, k0 + 5);
+    drag(
+        &mut h,
+        &[c - egui::vec2(30.0, 5.0), c + egui::vec2(30.0, 5.0)],
+        Modifiers::NONE,
+    );
+    let second = labels_on(h.state(), k1);
+    assert!(second > 50);
+    {
+        let doc = h.state().state.doc.as_ref().unwrap();
+        let st = doc.session.structure(doc.active.unwrap()).unwrap();
+        assert_eq!(st.state(k0), SliceState::Manual);
+        assert_eq!(st.state(k1), SliceState::Manual);
+    }
+
+    // Undo and redo from the keyboard.
+    press(&mut h, egui::Key::Z, Modifiers::COMMAND);
+    assert_eq!(labels_on(h.state(), k1), 0);
+    assert_eq!(labels_on(h.state(), k0), first);
+    press(&mut h, egui::Key::Z, Modifiers::COMMAND | Modifiers::SHIFT);
+    assert_eq!(labels_on(h.state(), k1), second);
+
+    // Propagate from the side panel's button; the UI keeps running meanwhile.
+    let before = h
+        .state()
+        .state
+        .doc
+        .as_ref()
+        .unwrap()
+        .session
+        .labels()
+        .clone();
+    h.get_by_label("Propagate (P)").click();
+    h.step();
+    assert!(h.state().state.propagation.run().is_some(), "a run started");
+    step_until(&mut h, "propagation", Duration::from_secs(600), |a| {
+        a.state.propagation.run().is_none()
+    });
+    let last = h
+        .state()
+        .state
+        .propagation
+        .last()
+        .cloned()
+        .expect("the run finished");
+    let frames = last.frames.expect("frames were measured during the run");
+    eprintln!(
+        "propagated {} slices in {:.1} s; UI frames during the run: n={} median {:.1} ms p95 {:.1} ms max {:.1} ms",
+        last.slices,
+        last.total.as_secs_f64(),
+        frames.frames,
+        frames.median_ms,
+        frames.p95_ms,
+        frames.max_ms
+    );
+    let predicted: Vec<usize> = {
+        let doc = h.state().state.doc.as_ref().unwrap();
+        let st = doc.session.structure(doc.active.unwrap()).unwrap();
+        let p: Vec<usize> = (0..dims[2])
+            .filter(|&k| st.state(k) == SliceState::Predicted)
+            .collect();
+        // The support slices keep exactly what was painted.
+        let [nx, ny, _] = dims;
+        for k in [k0, k1] {
+            let range = nx * ny * k..nx * ny * (k + 1);
+            assert_eq!(
+                doc.session.labels().labels()[range.clone()],
+                before.labels()[range]
+            );
+        }
+        p
+    };
+    // Default range: 10 slices beyond the support, support slices excluded.
+    assert_eq!(predicted.len(), last.slices);
+    assert_eq!(predicted.len(), (k1 + 10) - (k0 - 10) + 1 - 2);
+    assert!(predicted.iter().all(|&k| k + 10 >= k0 && k <= k1 + 10));
+
+    // Review: jump to the least certain prediction and accept it with Enter.
+    press(&mut h, egui::Key::N, Modifiers::NONE);
+    let k2 = h.state().state.doc.as_ref().unwrap().work_slice();
+    assert!(predicted.contains(&k2));
+    press(&mut h, egui::Key::Enter, Modifiers::NONE);
+    {
+        let doc = h.state().state.doc.as_ref().unwrap();
+        let l = doc.active.unwrap();
+        assert_eq!(
+            doc.session.structure(l).unwrap().state(k2),
+            SliceState::Accepted
+        );
+        assert_eq!(doc.session.support_slices(l), {
+            let mut s = vec![k0, k1, k2];
+            s.sort();
+            s
+        });
+    }
+
+    // Explain: Alt+click on the query slice opens the panel with one row per support slice.
+    let k_query = h.state().state.doc.as_ref().unwrap().work_slice();
+    let view = view_rect(&h, "Axial view");
+    click(&mut h, view.center(), Modifiers::ALT);
+    step_until(&mut h, "the explanation", Duration::from_secs(120), |a| {
+        a.state
+            .propagation
+            .explanation()
+            .is_some_and(|e| e.result.is_some())
+    });
+    h.step();
+    let (support_count, latency) = {
+        let app = h.state();
+        let doc = app.state.doc.as_ref().unwrap();
+        let e = app.state.propagation.explanation().unwrap();
+        assert_eq!(e.query.0, k_query);
+        (
+            doc.session.support_slices(doc.active.unwrap()).len(),
+            e.latency.unwrap(),
+        )
+    };
+    eprintln!(
+        "explain latency (debug build, click to panel): {:.0} ms",
+        latency.as_secs_f64() * 1000.0
+    );
+    let _ = h.get_by_label("Explanation");
+    assert_eq!(
+        h.query_all_by_label_contains("Support slice ").count(),
+        support_count
+    );
+    h.get_by_label("side by side").click();
+    h.step();
+    h.step();
+    h.get_by_label("Close").click();
+    h.step();
+    assert!(h.state().state.propagation.explanation().is_none());
+
+    // Save as NIfTI through the dialog and read the file back.
+    press(&mut h, egui::Key::S, Modifiers::COMMAND);
+    let out = dir.path().join("brain.labels.nii.gz");
+    h.state_mut()
+        .state
+        .save_dialog
+        .as_mut()
+        .expect("Ctrl+S asks where")
+        .path = out.display().to_string();
+    h.step();
+    h.get_by_label("Save").click();
+    h.step();
+    h.step();
+    let app = h.state();
+    assert!(!app.state.unsaved(), "{:?}", app.state.notices);
+    let doc = app.state.doc.as_ref().unwrap();
+    let back = icseg::io::read_label_map(&out, doc.volume.geometry()).unwrap();
+    assert_eq!(back.labels(), doc.session.labels().labels());
+    assert!(out.with_extension("gz.icseg").exists());
+}
+
+#[test]
+fn a_crashed_run_is_offered_for_recovery_and_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    // A run that "crashes": its process id is not running, it autosaves at once.
+    let painted = {
+        let mut cfg = config(dir.path(), DEAD_PID, Duration::ZERO);
+        cfg.engine = propagation::EngineConfig { engine: None };
+        let mut h = harness(cfg);
+        step_until(&mut h, "the sample to load", Duration::from_secs(60), |a| {
+            a.state.doc.is_some()
+        });
+        let c = view_rect(&h, "Axial view").center();
+        drag(&mut h, &[c, c + egui::vec2(30.0, 0.0)], Modifiers::NONE);
+        assert!(h.state().state.unsaved());
+        let own = RecoveryStore::with_owner(dir.path().join("recovery"), DEAD_PID).own_path();
+        step_until(&mut h, "the autosave", Duration::from_secs(60), |_| {
+            own.exists()
+        });
+        h.state()
+            .state
+            .doc
+            .as_ref()
+            .unwrap()
+            .session
+            .labels()
+            .clone()
+    };
+    let mut cfg = config(dir.path(), std::process::id(), Duration::from_secs(60));
+    cfg.engine = propagation::EngineConfig { engine: None };
+    cfg.open = None;
+    let mut h = harness(cfg);
+    h.step();
+    let _ = h.get_by_label("Restore unsaved work?");
+    h.get_by_label("Restore").click();
+    step_until(
+        &mut h,
+        "the restored volume",
+        Duration::from_secs(60),
+        |a| a.state.doc.is_some(),
+    );
+    let doc = h.state().state.doc.as_ref().unwrap();
+    assert_eq!(doc.session.labels(), &painted);
+    assert!(doc.unsaved());
+}
+
+#[test]
+fn quitting_with_unsaved_work_asks_and_can_be_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), std::process::id(), Duration::from_secs(3600));
+    cfg.engine = propagation::EngineConfig { engine: None };
+    let mut h = harness(cfg);
+    step_until(&mut h, "the sample to load", Duration::from_secs(60), |a| {
+        a.state.doc.is_some()
+    });
+    let c = view_rect(&h, "Axial view").center();
+    click(&mut h, c, Modifiers::NONE);
+    h.get_by_label("File").click();
+    h.step();
+    h.get_by_label("Quit").click();
+    h.step();
+    let _ = h.get_by_label("Save changes before quitting?");
+    h.get_by_label("Cancel").click();
+    h.step();
+    assert_eq!(h.state().state.quit, icseg::ui::state::QuitState::Running);
+}
+
+#[test]
+fn three_views_scroll_with_the_wheel_and_share_the_crosshair() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), std::process::id(), Duration::from_secs(3600));
+    cfg.engine = propagation::EngineConfig { engine: None };
+    let mut h = harness(cfg);
+    step_until(&mut h, "the sample to load", Duration::from_secs(60), |a| {
+        a.state.doc.is_some()
+    });
+    press(&mut h, egui::Key::Num4, Modifiers::NONE);
+    let coronal = view_rect(&h, "Coronal view");
+    let _ = view_rect(&h, "Sagittal view");
+    let before = h.state().state.doc.as_ref().unwrap().cursor;
+    h.event(egui::Event::PointerMoved(coronal.center()));
+    h.event(egui::Event::MouseWheel {
+        unit: egui::MouseWheelUnit::Line,
+        delta: egui::vec2(0.0, 3.0),
+        phase: egui::TouchPhase::Move,
+        source: egui::MouseWheelSource::Wheel,
+        modifiers: Modifiers::NONE,
+    });
+    h.step();
+    h.step();
+    let after = h.state().state.doc.as_ref().unwrap().cursor;
+    assert_eq!(after[1], before[1] + 3, "three notches on the coronal view");
+    // The crosshair tool moves the shared cursor from any view.
+    press(&mut h, egui::Key::C, Modifiers::NONE);
+    let axial = view_rect(&h, "Axial view");
+    click(
+        &mut h,
+        axial.left_top() + egui::vec2(axial.width() * 0.25, axial.height() * 0.5),
+        Modifiers::NONE,
+    );
+    let moved = h.state().state.doc.as_ref().unwrap().cursor;
+    assert_eq!(
+        moved[2], after[2],
+        "clicking in the axial view keeps its slice"
+    );
+    assert_ne!([moved[0], moved[1]], [after[0], after[1]]);
+}
+
+/// The GPU path (WGSL through egui-wgpu) renders the same picture as the CPU fallback.
+#[test]
+fn the_gpu_renderer_matches_the_cpu_renderer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), std::process::id(), Duration::from_secs(3600));
+    cfg.engine = propagation::EngineConfig { engine: None };
+    let mut h = Harness::builder()
+        .with_size(SIZE)
+        .wgpu()
+        .build_eframe(move |cc| IcsegApp::new(cc, cfg));
+    step_until(&mut h, "the sample to load", Duration::from_secs(60), |a| {
+        a.state.doc.is_some()
+    });
+    // A structure to see: one stroke.
+    let view = view_rect(&h, "Axial view");
+    drag(
+        &mut h,
+        &[view.center(), view.center() + egui::vec2(20.0, 0.0)],
+        Modifiers::NONE,
+    );
+    h.event(egui::Event::PointerGone);
+    h.step();
+    h.step();
+    assert_eq!(*h.state().backend(), icseg::ui::painter::Backend::Gpu);
+    let image = h.render().expect("wgpu renders");
+    let app = h.state();
+    let doc = app.state.doc.as_ref().unwrap();
+    let slice = doc.cursor[2];
+    let mapping = ViewMapping::new(doc.volume.geometry(), Axis::K, slice);
+    let look = Look {
+        window: doc.window,
+        show_labels: true,
+    };
+    let reference = cpu::render(&doc.volume, &doc.session, &mapping, &look, None);
+    let img =
+        Camera::default().image_rect([view.min.x, view.min.y, view.max.x, view.max.y], &mapping);
+    // Compare at display-pixel centres whose 3×3 neighbourhood holds one label, so that
+    // outlines (drawn per screen pixel on the GPU, per voxel on the CPU) are left out.
+    let label_at = |u: usize, v: usize| {
+        doc.session
+            .labels()
+            .get(mapping.voxel_of_pixel(u, v))
+            .unwrap()
+    };
+    let uniform = |u: usize, v: usize| {
+        let l = label_at(u, v);
+        (u - 1..=u + 1).all(|a| (v - 1..=v + 1).all(|b| label_at(a, b) == l))
+    };
+    let mut compared = 0;
+    let mut labelled = 0;
+    let mut worst = 0i32;
+    for v in (5..mapping.n_v - 5).step_by(3) {
+        for u in (5..mapping.n_u - 5).step_by(3) {
+            if !uniform(u, v) {
+                continue;
+            }
+            labelled += usize::from(label_at(u, v) != 0);
+            let x = img[0] + (u as f32 + 0.5) / mapping.n_u as f32 * (img[2] - img[0]);
+            let y = img[1] + (v as f32 + 0.5) / mapping.n_v as f32 * (img[3] - img[1]);
+            let gpu = image.get_pixel(x as u32, y as u32).0;
+            let cpu = reference[u + mapping.n_u * v];
+            let d = (0..3)
+                .map(|c| (gpu[c] as i32 - cpu[c] as i32).abs())
+                .max()
+                .unwrap();
+            worst = worst.max(d);
+            compared += 1;
+        }
+    }
+    assert!(
+        compared > 1000 && labelled > 5,
+        "{compared} pixels, {labelled} labelled"
+    );
+    assert!(worst <= 3, "largest channel difference {worst}");
+}
