@@ -7,10 +7,10 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, sigmoid, softmax};
+use burn::tensor::activation::{relu, sigmoid, softmax};
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor};
+use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
 
 use super::layers::{from_rows, linear_flops, to_rows};
 
@@ -194,6 +194,38 @@ fn mix_upsample(x: Tensor<4>, c: Tensor<1>) -> Tensor<4> {
     bilinear.clone() + (nearest - bilinear) * c.reshape([1, 1, 1, 1])
 }
 
+/// Indices of the `k` largest entries of each row of `map` `[B, n, m]` (any order
+/// within a row), `[B, n, k]`. Selection is not differentiated; the values are gathered
+/// from the map afterwards so gradients flow to them.
+///
+/// On the CPU backend this is a linear-time partial selection per row (burn's top-k sorts
+/// each whole row, which dominated the CPU time of the stride-8 upsampler); other backends
+/// use burn's top-k.
+fn top_k_indices(map: &Tensor<3>, k: usize) -> Tensor<3, Int> {
+    let device = map.device();
+    if device != Device::flex() {
+        return map.clone().detach().topk_with_indices(k, 2).1;
+    }
+    let [b, n, m] = map.dims();
+    let values = map
+        .clone()
+        .inner()
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("float data converts to f32");
+    let mut indices: Vec<i64> = Vec::with_capacity(b * n * k);
+    let mut order: Vec<u32> = Vec::with_capacity(m);
+    for row in values.chunks_exact(m) {
+        order.clear();
+        order.extend(0..m as u32);
+        // Descending: the k largest end up in order[..k].
+        order.select_nth_unstable_by(k - 1, |&i, &j| row[j as usize].total_cmp(&row[i as usize]));
+        indices.extend(order[..k].iter().map(|&i| i64::from(i)));
+    }
+    Tensor::from_data(TensorData::new(indices, [b, n, k]), &device)
+}
+
 /// Rescales each row of `map` `[B, n, m]` to sum to `mass` `[B, n, 1]`.
 fn renormalise(map: Tensor<3>, mass: Tensor<3>) -> Tensor<3> {
     let sums = map.clone().sum_dim(2).clamp_min(1e-30);
@@ -288,7 +320,8 @@ impl AttentionUpsampler {
             return map;
         }
         let (values, indices) = if k < m {
-            map.clone().topk_with_indices(k, 2) // [B, n, k]
+            let indices = top_k_indices(&map, k); // [B, n, k]
+            (map.clone().gather(2, indices.clone()), indices)
         } else {
             let all = Tensor::<1, Int>::arange(0..m as i64, &map.device())
                 .reshape([1, 1, m])
@@ -304,7 +337,7 @@ impl AttentionUpsampler {
             .reshape([b, n, 1, hidden]);
         let attention_terms = (values.clone() * m as f32).reshape([b, n, k, 1])
             * self.attention_weight.val().reshape([1, 1, 1, hidden]);
-        let hidden_units = gelu(attention_terms + query_terms + support_terms);
+        let hidden_units = relu(attention_terms + query_terms + support_terms);
         let y = self.output.forward(hidden_units).reshape([b, n, k]);
         // 1 + ELU(y), written so that it stays positive in floating point: for y ≤ 0
         // it is exp(y) (computing (exp(y) − 1) + 1 would round to 0 for y < −17).
@@ -357,7 +390,7 @@ impl AttentionUpsampler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::{Distribution, TensorData};
+    use burn::tensor::Distribution;
 
     fn device() -> Device {
         Device::flex()

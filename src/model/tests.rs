@@ -388,3 +388,4 @@ fn parameter_counts_of_the_named_configurations() {
     assert!(lite.flops_per_query(8) < paper.flops_per_query(8));
 }
 
+
