@@ -1,5 +1,10 @@
 //! Headless subcommands. The GUI and these commands share the same library code paths.
 
+mod bench;
+mod inference;
+
+pub use bench::BenchArgs;
+
 use clap::{Parser, Subcommand};
 
 /// ICSeg: annotate medical volumes with few clicks.
@@ -16,9 +21,14 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Measure parameter counts, FLOPs, speed and memory of the network.
+    Bench(BenchArgs),
+}
 
 /// Runs a subcommand.
 pub fn run(command: Command) -> anyhow::Result<()> {
-    match command {}
+    match command {
+        Command::Bench(args) => bench::run(args),
+    }
 }
