@@ -307,7 +307,7 @@ impl IcsegApp {
                             ui.add(
                                 egui::Label::new(egui::RichText::new(text).color(colour)).wrap(),
                             );
-                            if ui.small_button("✕").on_hover_text("Dismiss").clicked() {
+                            if ui.small_button("Dismiss").clicked() {
                                 actions.push(Action::DismissNotice(*n));
                             }
                         });
@@ -324,7 +324,7 @@ impl IcsegApp {
                 if self.state.loading().is_some() {
                     ui.add(egui::Spinner::new().size(32.0));
                 } else {
-                    ui.label("Drop a NIfTI file or DICOM folder here, or use File → Open.");
+                    ui.label("Drop a NIfTI file or DICOM folder here, or use File > Open.");
                 }
             });
             return actions;

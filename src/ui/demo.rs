@@ -156,18 +156,19 @@ impl Demo {
                 brush.limit_to_range = true;
                 brush.range = dark;
                 actions.push(Action::SetBrush(brush));
-                actions.push(Action::ScaleBrush(8.0 / state.brush.radius_mm));
+                actions.push(Action::ScaleBrush(6.0 / state.brush.radius_mm));
                 actions.push(Action::SetTool(Tool::Brush));
-                for (k, points) in [
-                    (86usize, [[80.0f32, 100.0], [116.0, 100.0]]),
-                    (94, [[82.0, 102.0], [114.0, 102.0]]),
-                ] {
+                // Strokes along each ventricle (voxel i, j on axial slices 86 and 94).
+                for k in [86usize, 94] {
                     if k >= doc.volume.dims()[2] {
                         continue;
                     }
-                    for p in points {
-                        actions.push(Action::StrokeBegin { slice: k, at: p });
-                        actions.push(Action::StrokeTo([p[0], p[1] + 8.0]));
+                    for i in [88.0f32, 108.0] {
+                        actions.push(Action::StrokeBegin {
+                            slice: k,
+                            at: [i, 105.0],
+                        });
+                        actions.push(Action::StrokeTo([i, 135.0]));
                         actions.push(Action::StrokeEnd);
                     }
                 }
@@ -221,7 +222,7 @@ impl Demo {
                     });
                     actions.push(Action::Explain {
                         slice: 90,
-                        at: [82.0, 104.0],
+                        at: [86.0, 116.0],
                     });
                     self.next(Stage::Explain);
                 }
@@ -239,7 +240,7 @@ impl Demo {
                         // A second click on the same support set: features come from the cache.
                         actions.push(Action::Explain {
                             slice: 90,
-                            at: [114.0, 104.0],
+                            at: [110.0, 118.0],
                         });
                         self.next(Stage::ExplainWarm);
                     } else {

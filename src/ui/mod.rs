@@ -62,13 +62,19 @@ pub fn sample_path() -> Option<PathBuf> {
 }
 
 /// The configuration `icseg` starts with: open `open` (or the bundled sample), recovery
-/// files in the default folder, autosave every minute, the default engine.
+/// files in the default folder, autosave every minute, the default engine
+/// (`ICSEG_NO_NETWORK=1` starts without it: viewing and painting only).
 pub fn default_config(open: Option<PathBuf>) -> AppConfig {
+    let engine = if std::env::var_os("ICSEG_NO_NETWORK").is_some() {
+        propagation::EngineConfig { engine: None }
+    } else {
+        propagation::EngineConfig::default()
+    };
     AppConfig {
         open: open.or_else(sample_path),
         recovery: RecoveryStore::default_location(),
         autosave_interval: Duration::from_secs(60),
-        engine: propagation::EngineConfig::default(),
+        engine,
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use eframe::egui::{self, Color32, RichText};
+use eframe::egui::{self, Color32};
 
 use crate::session::SliceState;
 
@@ -267,7 +267,7 @@ pub fn side_panel_ui(ui: &mut egui::Ui, state: &AppState) -> Vec<Action> {
             actions.push(Action::Propagate);
         }
         if ui
-            .add_enabled(running, egui::Button::new("Cancel"))
+            .add_enabled(running, egui::Button::new("Cancel run"))
             .clicked()
         {
             actions.push(Action::CancelPropagation);
@@ -320,7 +320,9 @@ pub fn side_panel_ui(ui: &mut egui::Ui, state: &AppState) -> Vec<Action> {
             SliceState::Rejected,
         ] {
             ui.horizontal(|ui| {
-                ui.label(RichText::new("■").color(state_colour(s)));
+                let (rect, _) =
+                    ui.allocate_exact_size(egui::vec2(10.0, 10.0), egui::Sense::hover());
+                ui.painter().rect_filled(rect, 1.0, state_colour(s));
                 ui.label(format!("{}: {}", state_name(s), count(s)));
             });
         }

@@ -84,7 +84,7 @@ impl CtPreset {
     pub fn label(self) -> &'static str {
         match self {
             Self::SoftTissue => "Soft tissue (W 400 L 40)",
-            Self::Lung => "Lung (W 1500 L −600)",
+            Self::Lung => "Lung (W 1500 L -600)",
             Self::Bone => "Bone (W 1800 L 400)",
             Self::Brain => "Brain (W 80 L 40)",
         }
