@@ -24,8 +24,8 @@ pub struct IcsegApp {
     readout: Option<Readout>,
     /// The view axis the pointer was last over (keyboard slice scrolling follows it).
     focus_axis: Option<Axis>,
-    /// Time spent building each of the last frames.
-    frame_times: Vec<Duration>,
+    /// When the previous frame started.
+    last_frame: Option<Instant>,
     /// The window title last sent.
     title: String,
     /// A scripted session (`ICSEG_DEMO=<folder>`).
@@ -48,7 +48,7 @@ impl IcsegApp {
             painter: ViewPainter::new(force_cpu),
             readout: None,
             focus_axis: None,
-            frame_times: Vec::new(),
+            last_frame: None,
             title: String::new(),
             demo: std::env::var_os("ICSEG_DEMO").map(|d| super::demo::Demo::new(d.into())),
         }
@@ -57,11 +57,6 @@ impl IcsegApp {
     /// Which renderer drew the last frame.
     pub fn backend(&self) -> &super::painter::Backend {
         self.painter.backend()
-    }
-
-    /// Build times of recent frames (for measurements).
-    pub fn frame_times(&self) -> &[Duration] {
-        &self.frame_times
     }
 
     fn shortcuts(&self, ctx: &egui::Context) -> Vec<Action> {
@@ -497,11 +492,9 @@ impl eframe::App for IcsegApp {
             ctx.request_repaint_after(Duration::from_millis(100));
         }
         let spent = started.elapsed();
-        self.state.propagation.record_frame(spent);
-        if self.frame_times.len() >= 1000 {
-            self.frame_times.drain(..500);
-        }
-        self.frame_times.push(spent);
+        let interval = self.last_frame.map(|t| started.duration_since(t));
+        self.last_frame = Some(started);
+        self.state.propagation.record_frame(spent, interval);
     }
 
     fn on_exit(&mut self) {

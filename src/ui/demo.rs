@@ -14,7 +14,7 @@ use eframe::egui;
 use crate::session::IntensityRange;
 
 use super::actions::{Action, Layout, Tool};
-use super::propagation::StageChoice;
+use super::propagation::{StageChoice, summarise_frames};
 use super::state::AppState;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +23,7 @@ enum Stage {
     Engine,
     Paint,
     ShotAnnotate,
+    Baseline,
     Propagate,
     ShotPropagated,
     Explain,
@@ -39,6 +40,8 @@ pub struct Demo {
     frames: u32,
     shot: Arc<Mutex<Option<Result<PathBuf, String>>>>,
     shot_pending: bool,
+    last_tick: Option<Instant>,
+    intervals: Vec<Duration>,
     /// Lines for stdout.
     pub log: Vec<String>,
     /// Set when the script failed.
@@ -55,6 +58,8 @@ impl Demo {
             frames: 0,
             shot: Arc::new(Mutex::new(None)),
             shot_pending: false,
+            last_tick: None,
+            intervals: Vec::new(),
             log: Vec::new(),
             failed: None,
         }
@@ -120,6 +125,10 @@ impl Demo {
     /// Advances the script by one frame; returns the actions to apply.
     pub fn tick(&mut self, ctx: &egui::Context, state: &AppState) -> Vec<Action> {
         self.frames += 1;
+        let now = Instant::now();
+        if let Some(t) = self.last_tick.replace(now) {
+            self.intervals.push(now.duration_since(t));
+        }
         ctx.request_repaint_after(Duration::from_millis(30));
         let mut actions = Vec::new();
         if self.since.elapsed() > Duration::from_secs(900) {
@@ -174,13 +183,32 @@ impl Demo {
                 }
                 actions.push(Action::SetSlice {
                     axis: doc.session.axis(),
-                    index: 90,
+                    index: 94,
                 });
                 actions.push(Action::SetLayout(Layout::Single(doc.session.axis())));
                 self.next(Stage::ShotAnnotate);
             }
             Stage::ShotAnnotate => {
+                if self.frames == 1 {
+                    // The screenshots show the views, not the random-weights warning
+                    // (the status bar still says which weights run).
+                    return dismiss_all(state);
+                }
                 if self.screenshot(ctx, "annotate.png") {
+                    self.intervals.clear();
+                    self.next(Stage::Baseline);
+                }
+            }
+            Stage::Baseline => {
+                // Frame intervals with the network idle, repainting continuously.
+                ctx.request_repaint();
+                if self.frames > 60 {
+                    if let Some(f) = summarise_frames(&self.intervals) {
+                        self.log.push(format!(
+                            "frame intervals with the network idle: median {:.0} ms, p95 {:.0} ms, max {:.0} ms",
+                            f.median_ms, f.p95_ms, f.max_ms
+                        ));
+                    }
                     actions.push(Action::Propagate);
                     self.next(Stage::Propagate);
                 }
@@ -201,6 +229,12 @@ impl Demo {
                                     f.frames, f.median_ms, f.p95_ms, f.max_ms
                                 ));
                             }
+                            if let Some(f) = last.intervals {
+                                self.log.push(format!(
+                                    "frame intervals while propagating: median {:.0} ms, p95 {:.0} ms, max {:.0} ms",
+                                    f.median_ms, f.p95_ms, f.max_ms
+                                ));
+                            }
                             actions.push(Action::NextToReview);
                             actions.push(Action::Accept);
                             actions.push(Action::SetLayout(Layout::ThreeUp));
@@ -211,6 +245,9 @@ impl Demo {
                 }
             }
             Stage::ShotPropagated => {
+                if self.frames == 1 {
+                    return dismiss_all(state);
+                }
                 if self.screenshot(ctx, "propagated.png") {
                     let Some(doc) = &state.doc else {
                         return actions;
@@ -230,9 +267,13 @@ impl Demo {
             Stage::Explain | Stage::ExplainWarm => match state.propagation.explanation() {
                 Some(e) if e.result.is_some() => {
                     let cache = e.result.as_ref().map(|r| r.cache);
+                    let network = e
+                        .result
+                        .as_ref()
+                        .map_or(0.0, |r| r.latency.as_secs_f64() * 1000.0);
                     if let Some(l) = e.latency {
                         self.log.push(format!(
-                            "explanation: {:.0} ms from click to panel (support features: {cache:?})",
+                            "explanation: {:.0} ms from click to result in the UI, network {network:.0} ms (support features: {cache:?})",
                             l.as_secs_f64() * 1000.0
                         ));
                     }
@@ -253,6 +294,9 @@ impl Demo {
                 None => {}
             },
             Stage::ShotExplain => {
+                if self.frames == 1 {
+                    return dismiss_all(state);
+                }
                 if self.screenshot(ctx, "explain.png") {
                     actions.push(Action::QuitDiscarding);
                     self.next(Stage::Done);
@@ -262,6 +306,13 @@ impl Demo {
         }
         actions
     }
+}
+
+/// Dismisses every warning and error shown (newest first, so indices stay valid).
+fn dismiss_all(state: &AppState) -> Vec<Action> {
+    let mut shown: Vec<usize> = state.problems().map(|(n, _)| n).collect();
+    shown.reverse();
+    shown.into_iter().map(Action::DismissNotice).collect()
 }
 
 fn save_png(image: &egui::ColorImage, path: &std::path::Path) -> Result<(), String> {

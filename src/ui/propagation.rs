@@ -82,8 +82,11 @@ pub struct LastRun {
     pub slices: usize,
     /// Wall time.
     pub total: Duration,
-    /// UI frame time statistics while it ran.
+    /// Time the UI spent building each frame while it ran.
     pub frames: Option<FrameSummary>,
+    /// Time between the starts of consecutive frames while it ran (what the user sees
+    /// as smoothness: it includes rendering and waiting for events).
+    pub intervals: Option<FrameSummary>,
 }
 
 /// UI frame time statistics.
@@ -198,6 +201,7 @@ pub struct Propagation {
     last: Option<LastRun>,
     explain: Option<ExplainView>,
     frame_times: Vec<Duration>,
+    frame_intervals: Vec<Duration>,
 }
 
 impl Propagation {
@@ -217,6 +221,7 @@ impl Propagation {
             last: None,
             explain: None,
             frame_times: Vec::new(),
+            frame_intervals: Vec::new(),
         }
     }
 
@@ -250,10 +255,12 @@ impl Propagation {
         self.explain.as_mut()
     }
 
-    /// Records how long the UI took to build a frame (kept while a run is active).
-    pub fn record_frame(&mut self, spent: Duration) {
+    /// Records how long the UI took to build a frame and how long after the previous
+    /// frame it started (kept while a run is active).
+    pub fn record_frame(&mut self, spent: Duration, interval: Option<Duration>) {
         if self.run.is_some() && self.frame_times.len() < 100_000 {
             self.frame_times.push(spent);
+            self.frame_intervals.extend(interval);
         }
     }
 
@@ -299,6 +306,7 @@ impl Propagation {
             slices: plan.targets,
         });
         self.frame_times.clear();
+        self.frame_intervals.clear();
         self.run = Some(Run {
             id,
             doc_key: doc.key,
@@ -431,6 +439,7 @@ impl Propagation {
                             d.session.finish_propagation(id.0);
                         }
                         let frames = summarise_frames(&self.frame_times);
+                        let intervals = summarise_frames(&self.frame_intervals);
                         let per_slice =
                             stats.total.as_secs_f64() * 1000.0 / stats.slices.max(1) as f64;
                         let mut text = format!(
@@ -440,7 +449,13 @@ impl Propagation {
                         );
                         if let Some(f) = frames {
                             text.push_str(&format!(
-                                " UI frames meanwhile: median {:.1} ms, 95th percentile {:.1} ms, max {:.1} ms.",
+                                " UI frame build time: median {:.1} ms, 95th percentile {:.1} ms, max {:.1} ms.",
+                                f.median_ms, f.p95_ms, f.max_ms
+                            ));
+                        }
+                        if let Some(f) = intervals {
+                            text.push_str(&format!(
+                                " Frame intervals: median {:.0} ms, 95th percentile {:.0} ms, max {:.0} ms.",
                                 f.median_ms, f.p95_ms, f.max_ms
                             ));
                         }
@@ -449,6 +464,7 @@ impl Propagation {
                             slices: stats.slices,
                             total: stats.total,
                             frames,
+                            intervals,
                         });
                         out.propagation_finished = true;
                     }

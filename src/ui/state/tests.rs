@@ -398,3 +398,92 @@ fn autosave_writes_a_recovery_file_that_a_later_run_restores() {
             .is_empty()
     );
 }
+
+#[test]
+fn a_dicom_series_is_saved_as_a_dicom_seg_that_reads_back() {
+    let Some(series) = crate::testing::shared_data("dicom/seg-liver/ct-3slice") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = AppState::new(
+        AppConfig {
+            open: Some(series),
+            ..config(dir.path(), std::process::id(), Duration::from_secs(3600))
+        },
+        Arc::new(|| {}),
+    );
+    assert!(s.wait_for_load(Duration::from_secs(60)));
+    assert!(s.doc.as_ref().expect("the series opens").is_dicom());
+    let l = active(&s);
+    s.apply(Action::RenameStructure(l, "Liver".into()));
+    paint_dab(&mut s, 1, [200.0, 250.0]);
+    s.apply(Action::Save);
+    assert_eq!(
+        s.save_dialog.as_ref().unwrap().format,
+        LabelFormat::DicomSeg
+    );
+    let out = dir.path().join("liver.seg.dcm");
+    s.apply(Action::SaveTo {
+        path: out.clone(),
+        format: LabelFormat::DicomSeg,
+    });
+    assert!(!s.unsaved(), "{:?}", s.notices);
+    let doc = s.doc.as_ref().unwrap();
+    let seg = io::dicom::seg::read_seg(&out, doc.volume.geometry()).unwrap();
+    assert_eq!(seg.segments.len(), 1);
+    assert_eq!(seg.segments[0].name, "Liver");
+    // Segment numbers start at 1 like our first structure.
+    assert_eq!(seg.labels.labels(), doc.session.labels().labels());
+    assert_eq!(
+        seg.referenced_series_uid.as_deref(),
+        doc.series_uid(),
+        "the SEG references the series it was drawn on"
+    );
+}
+
+#[test]
+fn a_folder_with_two_series_asks_which_one_to_open() {
+    let (Some(a), Some(b)) = (
+        crate::testing::shared_data("dicom/seg-liver/ct-3slice"),
+        crate::testing::shared_data("dicom/ct-abdomen-j2k-series"),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mixed = dir.path().join("mixed");
+    std::fs::create_dir(&mixed).unwrap();
+    for (n, from) in [a, b].iter().enumerate() {
+        for entry in std::fs::read_dir(from).unwrap().flatten() {
+            let name = format!("{n}-{}", entry.file_name().to_string_lossy());
+            std::fs::copy(entry.path(), mixed.join(name)).unwrap();
+        }
+    }
+    let mut s = AppState::new(
+        config(dir.path(), std::process::id(), Duration::from_secs(3600)),
+        Arc::new(|| {}),
+    );
+    s.apply(Action::Open(mixed.clone()));
+    assert!(s.wait_for_load(Duration::from_secs(120)));
+    let choice = s
+        .series_choice
+        .clone()
+        .expect("two series: the user chooses");
+    assert!(s.doc.is_none());
+    let image_series: Vec<_> = choice
+        .series
+        .iter()
+        .filter(|x| x.kind == io::dicom::SeriesKind::Image)
+        .collect();
+    assert_eq!(image_series.len(), 2);
+    let three = image_series
+        .iter()
+        .find(|x| x.slices == 3)
+        .expect("the 3-slice CT");
+    s.apply(Action::OpenSeries {
+        path: mixed,
+        series_uid: three.series_instance_uid.clone(),
+    });
+    assert!(s.wait_for_load(Duration::from_secs(60)));
+    assert!(s.series_choice.is_none());
+    assert_eq!(s.doc.as_ref().unwrap().volume.dims()[2], 3);
+}
