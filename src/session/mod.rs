@@ -171,6 +171,14 @@ pub enum EditError {
     /// Every label value is in use.
     #[error("no free label value is left")]
     NoFreeLabel,
+    /// An image handed in does not match the slice size.
+    #[error("the image is {actual:?} pixels but the slices are {expected:?}")]
+    SizeMismatch {
+        /// Slice size `(width, height)`.
+        expected: (usize, usize),
+        /// Size given.
+        actual: (usize, usize),
+    },
     /// The working axis can only change before anything is annotated.
     #[error(
         "the working axis can only change while no slice has a state; clear the annotations first"
@@ -622,11 +630,10 @@ impl Session {
     ) -> Result<bool, EditError> {
         let i = self.index_of(label)?;
         self.check_slice(slice)?;
-        if (probabilities.width, probabilities.height) != self.geometry().slice_dims(self.axis) {
-            return Err(EditError::SliceOutOfRange {
-                slice,
-                count: self.slice_count(),
-            });
+        let expected = self.geometry().slice_dims(self.axis);
+        let actual = (probabilities.width, probabilities.height);
+        if actual != expected {
+            return Err(EditError::SizeMismatch { expected, actual });
         }
         if self.stroke.as_ref().is_some_and(|s| s.slice == slice) {
             return Ok(false);

@@ -219,6 +219,20 @@ fn predictions_fill_only_slices_the_network_may_write() {
 }
 
 #[test]
+fn a_prediction_of_the_wrong_size_is_refused() {
+    let (mut s, liver) = session();
+    let small = Image2D::filled(W - 1, H, 0.9f32);
+    assert_eq!(
+        s.apply_prediction(liver, 1, &small, 1),
+        Err(EditError::SizeMismatch {
+            expected: (W, H),
+            actual: (W - 1, H)
+        })
+    );
+    assert_eq!(s.undo_steps(), 0);
+}
+
+#[test]
 fn predictions_never_overwrite_other_structures() {
     let (mut s, liver) = session();
     let kidney = s.add_structure("Kidney").unwrap();

@@ -79,6 +79,8 @@ impl IcsegApp {
             Layout::ThreeUp => work_axis,
         });
         let lasso = self.state.lasso.is_some();
+        // Esc first closes menus and pop-ups; only then does it reject a slice.
+        let popup_open = ctx.any_popup_open();
         ctx.input_mut(|i| {
             let cmd = Modifiers::COMMAND;
             if i.consume_shortcut(&KeyboardShortcut::new(cmd | Modifiers::SHIFT, Key::Z))
@@ -137,7 +139,7 @@ impl IcsegApp {
                     Action::Accept
                 });
             }
-            if plain(i, Key::Escape) {
+            if !popup_open && plain(i, Key::Escape) {
                 actions.push(if lasso {
                     Action::LassoCancel
                 } else {
