@@ -115,7 +115,7 @@ pub(crate) enum Direction {
     Redo,
 }
 
-/// What kind of action an [`Edit`] records (shown in the Edit menu).
+/// What kind of action an undo step records (shown in the Edit menu).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EditKind {
     /// A brush stroke.

@@ -21,7 +21,7 @@
 //! # Undo
 //!
 //! Every change goes through an undoable step stored as per-slice deltas (see
-//! [`history`]): a brush stroke, a polygon fill, an accept, a reject, or one propagation
+//! `history.rs`): a brush stroke, a polygon fill, an accept, a reject, or one propagation
 //! run (its slices arrive one by one and join one step).
 
 mod file;
