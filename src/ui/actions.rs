@@ -218,6 +218,10 @@ pub enum Action {
     DismissNotice(usize),
     /// Close the save dialog.
     CloseSaveDialog,
+    /// Go ahead with the action that was waiting because it would replace unsaved work.
+    ReplaceDiscarding,
+    /// Drop the action that would replace unsaved work.
+    CancelReplace,
     /// Quit, asking first if there is unsaved work.
     Quit,
     /// Quit without saving (the user confirmed).

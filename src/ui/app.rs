@@ -67,6 +67,7 @@ impl IcsegApp {
         let modal_open = !self.state.recovery_offers.is_empty()
             || self.state.series_choice.is_some()
             || self.state.save_dialog.is_some()
+            || self.state.pending_replace.is_some()
             || self.state.quit == QuitState::Asking;
         let work_axis = self
             .state
@@ -263,6 +264,26 @@ impl IcsegApp {
                     }
                     if ui.button("Cancel").clicked() {
                         actions.push(Action::CloseSaveDialog);
+                    }
+                });
+            });
+        }
+        if state.pending_replace.is_some() {
+            egui::Modal::new(egui::Id::unique("replace")).show(ctx, |ui| {
+                ui.heading("Replace unsaved annotations?");
+                ui.label(
+                    "This replaces the current annotations, which have changes that are not saved.",
+                );
+                ui.horizontal(|ui| {
+                    if ui.button("Save first").clicked() {
+                        actions.push(Action::CancelReplace);
+                        actions.push(Action::Save);
+                    }
+                    if ui.button("Discard and continue").clicked() {
+                        actions.push(Action::ReplaceDiscarding);
+                    }
+                    if ui.button("Cancel").clicked() {
+                        actions.push(Action::CancelReplace);
                     }
                 });
             });

@@ -159,6 +159,10 @@ pub struct AppState {
     pub save_dialog: Option<SaveDialog>,
     /// Quitting.
     pub quit: QuitState,
+    /// An action that would replace unsaved annotations (opening another volume, a
+    /// session or a label map), waiting for the user's answer.
+    pub pending_replace: Option<Action>,
+    replace_confirmed: bool,
     /// A lasso being drawn.
     pub lasso: Option<Lasso>,
     /// Propagation and explanation.
@@ -198,6 +202,8 @@ impl AppState {
             recovery_offers,
             save_dialog: None,
             quit: QuitState::Running,
+            pending_replace: None,
+            replace_confirmed: false,
             lasso: None,
             propagation,
             propagate_margin: Some(10),
@@ -452,9 +458,13 @@ impl AppState {
     /// Carries out one action.
     pub fn apply(&mut self, action: Action) {
         match action {
-            Action::Open(path) => self.start_load(LoadRequest::Volume(path), None),
+            Action::Open(path) => {
+                if !self.ask_before_replacing(Action::Open(path.clone())) {
+                    self.start_load(LoadRequest::Volume(path), None);
+                }
+            }
             Action::OpenDialog => match rfd::FileDialog::new().pick_file() {
-                Some(path) => self.start_load(LoadRequest::Volume(path), None),
+                Some(path) => self.apply(Action::Open(path)),
                 None => self.notify(
                     Level::Info,
                     "No file dialog is available here; drop the file on the window instead.",
@@ -464,11 +474,27 @@ impl AppState {
                 self.series_choice = None;
                 self.start_load(LoadRequest::Series { path, series_uid }, None);
             }
-            Action::OpenSession(path) => match SessionFile::read(&path) {
-                Ok(file) => self.restore_session(file),
-                Err(e) => self.notify(Level::Error, e.to_string()),
-            },
-            Action::ImportLabels(path) => self.import_labels(&path),
+            Action::OpenSession(path) => {
+                if self.ask_before_replacing(Action::OpenSession(path.clone())) {
+                    return;
+                }
+                match SessionFile::read(&path) {
+                    Ok(file) => self.restore_session(file),
+                    Err(e) => self.notify(Level::Error, e.to_string()),
+                }
+            }
+            Action::ImportLabels(path) => {
+                if !self.ask_before_replacing(Action::ImportLabels(path.clone())) {
+                    self.import_labels(&path);
+                }
+            }
+            Action::ReplaceDiscarding => {
+                if let Some(action) = self.pending_replace.take() {
+                    self.replace_confirmed = true;
+                    self.apply(action);
+                }
+            }
+            Action::CancelReplace => self.pending_replace = None,
             Action::SetCursor(c) => {
                 if let Some(doc) = &mut self.doc {
                     let dims = doc.volume.dims();
@@ -646,6 +672,17 @@ impl AppState {
             }
             Action::CancelQuit => self.quit = QuitState::Running,
         }
+    }
+
+    /// With unsaved annotations, parks `action` until the user confirms (returns true:
+    /// do not go ahead now). A confirmed action passes once.
+    fn ask_before_replacing(&mut self, action: Action) -> bool {
+        if self.replace_confirmed || !self.unsaved() {
+            self.replace_confirmed = false;
+            return false;
+        }
+        self.pending_replace = Some(action);
+        true
     }
 
     /// Clean exit: stop background work and remove this run's recovery file (the user

@@ -487,3 +487,28 @@ fn a_folder_with_two_series_asks_which_one_to_open() {
     assert!(s.series_choice.is_none());
     assert_eq!(s.doc.as_ref().unwrap().volume.dims()[2], 3);
 }
+
+#[test]
+fn opening_another_volume_over_unsaved_work_asks_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let ct = dir.path().join("other.nii.gz");
+    io::nifti::write_volume(&ct, &volume()).unwrap();
+    let mut s = state_with_doc(dir.path());
+    let first_key = s.doc.as_ref().unwrap().key;
+    paint_dab(&mut s, 5, [10.0, 8.0]);
+    s.apply(Action::Open(ct.clone()));
+    assert_eq!(s.pending_replace, Some(Action::Open(ct.clone())));
+    assert!(s.loading().is_none(), "nothing is loaded before the answer");
+    s.apply(Action::CancelReplace);
+    assert!(s.pending_replace.is_none());
+    assert_eq!(s.doc.as_ref().unwrap().key, first_key);
+    s.apply(Action::Open(ct.clone()));
+    s.apply(Action::ReplaceDiscarding);
+    assert!(s.wait_for_load(Duration::from_secs(20)));
+    assert_ne!(s.doc.as_ref().unwrap().key, first_key);
+    assert!(!s.unsaved());
+    // Nothing unsaved now: the next open goes ahead at once.
+    s.apply(Action::Open(ct));
+    assert!(s.pending_replace.is_none());
+    assert!(s.wait_for_load(Duration::from_secs(20)));
+}
