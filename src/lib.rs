@@ -26,9 +26,11 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod eval;
 pub mod io;
 #[doc(hidden)]
 pub mod testing;
+pub mod train;
 #[cfg(feature = "gui")]
 pub mod ui;
 pub mod volume;

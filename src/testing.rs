@@ -19,10 +19,15 @@ pub fn shared_data_dir() -> Option<PathBuf> {
 /// `shared_data_dir()/relative` when it exists. Returns `None` (test skipped) when the
 /// data is absent, and panics under CI where the data must be present.
 pub fn shared_data(relative: &str) -> Option<PathBuf> {
-    let found = shared_data_dir().map(|d| d.join(relative)).filter(|p| p.exists());
+    let found = shared_data_dir()
+        .map(|d| d.join(relative))
+        .filter(|p| p.exists());
     if found.is_none() {
         let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        assert!(!ci, "shared test data `{relative}` is missing; set ICSEG_DATA to the shared/data folder");
+        assert!(
+            !ci,
+            "shared test data `{relative}` is missing; set ICSEG_DATA to the shared/data folder"
+        );
         eprintln!("skipped: shared test data `{relative}` not found (set ICSEG_DATA)");
     }
     found
