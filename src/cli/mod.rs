@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
+mod eval;
+
 /// ICSeg: annotate medical volumes with few clicks.
 #[derive(Debug, Parser)]
 #[command(name = "icseg", version, about, args_conflicts_with_subcommands = true)]
@@ -16,9 +18,14 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Score propagation methods on image/label pairs with simulated annotations.
+    Eval(eval::EvalArgs),
+}
 
 /// Runs a subcommand.
 pub fn run(command: Command) -> anyhow::Result<()> {
-    match command {}
+    match command {
+        Command::Eval(args) => eval::run(args),
+    }
 }

@@ -8,8 +8,11 @@
 //!   (with a single annotation there is no gap, so nothing outside it is filled).
 //! - [`shape_based_interpolation`]: Raya & Udupa (1990) shape-based interpolation, the
 //!   idea behind 3D Slicer's "Fill between slices": signed distance maps of consecutive
-//!   annotated slices are blended linearly and thresholded at zero. Nothing is filled
-//!   outside the annotated range.
+//!   annotated slices are blended linearly and thresholded at zero. Pure "fill between"
+//!   leaves the two ends of the structure empty, so — to make the baseline as strong as
+//!   the nearest one there — beyond the first and last annotation it copies the end
+//!   slice over the same half-gap margin as [`nearest_slice`]. With one annotation it
+//!   fills nothing but that slice.
 
 use crate::volume::{Axis, Image2D, LabelMap};
 
@@ -50,13 +53,16 @@ pub fn nearest_slice(annotations: &LabelMap, axis: Axis, slices: &[usize]) -> La
     out
 }
 
-/// Shape-based interpolation between consecutive annotated slices (Raya & Udupa 1990).
-/// Distances use the grid's in-plane spacing, so they are physical on anisotropic grids.
+/// Shape-based interpolation between consecutive annotated slices (Raya & Udupa 1990),
+/// with the ends extended like [`nearest_slice`] (see the module docs). Distances use
+/// the grid's in-plane spacing, so they are physical on anisotropic grids.
 pub fn shape_based_interpolation(annotations: &LabelMap, axis: Axis, slices: &[usize]) -> LabelMap {
     let slices = sorted_unique(slices);
     let geometry = annotations.geometry().clone();
     let spacing = geometry.slice_spacing_mm(axis);
-    let mut out = LabelMap::empty(geometry);
+    // Start from the nearest-slice fill, which handles the margins beyond the ends;
+    // everything between the first and last annotation is overwritten below.
+    let mut out = nearest_slice(annotations, axis, &slices);
     let sdfs: Vec<Image2D<f32>> = slices
         .iter()
         .map(|&s| signed_distance(&annotations.slice(axis, s), spacing))
@@ -232,12 +238,9 @@ mod tests {
         let mid = slice_area(&pred, 8);
         assert!((120..=175).contains(&mid), "area {mid}");
         assert_eq!(slice_area(&pred, 2), slice_area(&truth, 2));
-        assert_eq!(
-            slice_area(&pred, 15),
-            0,
-            "nothing beyond the last annotation"
-        );
-        assert_eq!(slice_area(&pred, 1), 0);
+        // Gap 12 → half gap 6: the end slices are copied up to 6 slices beyond them.
+        assert_eq!(slice_area(&pred, 19), slice_area(&truth, 14));
+        assert_eq!(slice_area(&pred, 0), slice_area(&truth, 2));
     }
 
     #[test]

@@ -26,7 +26,8 @@ pub struct LabelSource {
 /// An image with its label files.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Case {
-    /// Dataset name: the folder relative to the data root (`.` for the root itself).
+    /// Dataset name: the folder relative to the data root (the root's own name for
+    /// files directly inside it).
     pub dataset: String,
     /// Case name (file-name prefix, e.g. `pt_201`).
     pub name: String,
@@ -86,6 +87,7 @@ pub fn discover_cases(root: &Path) -> std::io::Result<Vec<Case>> {
             .ok()
             .map(|p| p.to_string_lossy().into_owned())
             .filter(|s| !s.is_empty())
+            .or_else(|| root.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| ".".into());
         for (name, (image, labels)) in by_case {
             if let Some(image) = image.filter(|_| !labels.is_empty()) {
@@ -182,10 +184,11 @@ mod tests {
             .iter()
             .map(|c| (c.dataset.as_str(), c.name.as_str(), c.labels.len()))
             .collect();
+        let root_name = dir.path().file_name().unwrap().to_str().unwrap();
         assert_eq!(
             names,
             vec![
-                (".", "t1", 1),
+                (root_name, "t1", 1),
                 ("set/validation", "pt_9", 2),
                 ("set/validation", "pt_10", 1)
             ]

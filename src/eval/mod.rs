@@ -13,9 +13,11 @@
 pub mod baselines;
 mod dataset;
 mod report;
+mod run;
 
 pub use dataset::{Case, LabelSource, Task, discover_cases, load_label_names};
 pub use report::{EvalReport, MethodScore, ScoresByColumn, TaskResult};
+pub use run::{EvalOptions, evaluate_cases};
 
 use crate::volume::{Axis, LabelMap, LabelValue, Volume};
 

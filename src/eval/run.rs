@@ -47,7 +47,9 @@ pub fn evaluate_cases(
                     .map(|n| format!("{} {label} {n}", source.role))
                     .unwrap_or_else(|| format!("{} {label}", source.role));
                 for &k in &options.ks {
-                    let Some((annotated, scores)) = evaluate_structure(&volume, &truth, options.axis, k, methods)? else {
+                    let Some((annotated, scores)) =
+                        evaluate_structure(&volume, &truth, options.axis, k, methods)?
+                    else {
                         continue;
                     };
                     let result = TaskResult {
@@ -61,7 +63,10 @@ pub fn evaluate_cases(
                             .methods
                             .iter()
                             .zip(scores)
-                            .map(|(m, dice)| MethodScore { method: m.clone(), dice })
+                            .map(|(m, dice)| MethodScore {
+                                method: m.clone(),
+                                dice,
+                            })
                             .collect(),
                     };
                     on_result(&result);
