@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::inference::{
-    ModelArgs, axis_from_index, parse_pixel, parse_slices, peak_memory_bytes, start_engine,
+    ModelArgs, Pixel, SliceList, axis_from_index, peak_memory_bytes, start_engine,
     support_from_labels,
 };
 use crate::engine::{Engine, Event, Explanation, JobRequest, SupportSet};
@@ -30,8 +30,8 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "ANN")]
     pub annotations: PathBuf,
     /// The annotated slices (the support set), e.g. 12,30,48.
-    #[arg(long, value_parser = parse_slices)]
-    pub slices: Vec<usize>,
+    #[arg(long, value_name = "LIST")]
+    pub slices: SliceList,
     /// Only voxels equal to this label count (default: any nonzero).
     #[arg(long)]
     pub label: Option<LabelValue>,
@@ -42,8 +42,8 @@ pub struct ExplainArgs {
     #[arg(long)]
     pub query_slice: usize,
     /// The clicked pixel X,Y (column, row) of the query slice.
-    #[arg(long, value_parser = parse_pixel)]
-    pub pixel: [usize; 2],
+    #[arg(long, value_name = "X,Y")]
+    pub pixel: Pixel,
     /// Folder for the PNGs and explain.json (created if missing).
     #[arg(long, value_name = "DIR")]
     pub out_dir: PathBuf,
@@ -121,9 +121,7 @@ fn explain_once(
 
 /// Runs `icseg explain`.
 pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
-    if args.slices.is_empty() {
-        bail!("list the annotated slices with --slices, e.g. --slices 12,30,48");
-    }
+    let pixel = args.pixel.0;
     let axis = axis_from_index(args.axis)?;
     let loaded = io::open_volume(&args.image)?;
     for warning in &loaded.warnings {
@@ -139,28 +137,28 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         );
     }
     let (w, h) = volume.geometry().slice_dims(axis);
-    if args.pixel[0] >= w || args.pixel[1] >= h {
+    if pixel[0] >= w || pixel[1] >= h {
         bail!(
             "pixel {},{} lies outside the {w}×{h} slice",
-            args.pixel[0],
-            args.pixel[1]
+            pixel[0],
+            pixel[1]
         );
     }
     let support = Arc::new(support_from_labels(
         volume.clone(),
         &annotations,
         axis,
-        &args.slices,
+        &args.slices.0,
         args.label,
     )?);
     let (engine, info) = start_engine(args.model.engine_config())?;
 
     // The first click encodes the support set; the timed ones find it cached.
-    let first = explain_once(&engine, &support, args.query_slice, args.pixel)?;
+    let first = explain_once(&engine, &support, args.query_slice, pixel)?;
     let mut latencies = Vec::new();
     let mut explanation = first.clone();
     for _ in 0..args.repeat.max(1) {
-        explanation = explain_once(&engine, &support, args.query_slice, args.pixel)?;
+        explanation = explain_once(&engine, &support, args.query_slice, pixel)?;
         latencies.push(explanation.latency);
     }
     latencies.sort();
@@ -173,7 +171,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     let query = support.volume.slice(axis, args.query_slice);
     let mut rgb = grey(&query, volume.modality);
     draw_region(&mut rgb, &explanation.region);
-    draw_cross(&mut rgb, args.pixel);
+    draw_cross(&mut rgb, pixel);
     save_png(&rgb, &query_png)?;
 
     let report = ExplainReport {
@@ -181,7 +179,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         model: info.model.clone(),
         weights_trained: matches!(info.weights, crate::engine::WeightsStatus::Loaded(_)),
         query_slice: args.query_slice,
-        pixel: args.pixel,
+        pixel,
         region: explanation.region,
         stages,
         latency: Latency {

@@ -85,6 +85,28 @@ impl ModelArgs {
     }
 }
 
+/// A comma-separated list of slice indices (`--slices 12,30,48`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SliceList(pub Vec<usize>);
+
+impl std::str::FromStr for SliceList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_slices(s).map(SliceList)
+    }
+}
+
+/// A clicked pixel `X,Y` (`--pixel 120,87`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pixel(pub [usize; 2]);
+
+impl std::str::FromStr for Pixel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_pixel(s).map(Pixel)
+    }
+}
+
 /// Parses `12,30,48` into slice indices (sorted, without duplicates).
 pub fn parse_slices(s: &str) -> Result<Vec<usize>, String> {
     let mut out = Vec::new();

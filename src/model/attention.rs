@@ -212,7 +212,7 @@ fn top_k_indices(map: &Tensor<3>, k: usize) -> Tensor<3, Int> {
         .inner()
         .into_data()
         .convert::<f32>()
-        .into_vec::<f32>()
+        .try_into_vec::<f32>()
         .expect("float data converts to f32");
     let mut indices: Vec<i64> = Vec::with_capacity(b * n * k);
     let mut order: Vec<u32> = Vec::with_capacity(m);
