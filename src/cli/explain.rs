@@ -111,8 +111,15 @@ fn explain_once(
         pixel,
     });
     loop {
-        match engine.events().recv().context("the inference engine stopped")? {
-            Event::Explained { id: got, explanation } if got == id => return Ok(explanation),
+        match engine
+            .events()
+            .recv()
+            .context("the inference engine stopped")?
+        {
+            Event::Explained {
+                id: got,
+                explanation,
+            } if got == id => return Ok(explanation),
             Event::Failed { id: got, error } if got == id => return Err(error.into()),
             _ => {}
         }
@@ -164,8 +171,12 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     latencies.sort();
     let median = latencies[latencies.len() / 2];
 
-    std::fs::create_dir_all(&args.out_dir)
-        .with_context(|| format!("could not create the output folder: {}", args.out_dir.display()))?;
+    std::fs::create_dir_all(&args.out_dir).with_context(|| {
+        format!(
+            "could not create the output folder: {}",
+            args.out_dir.display()
+        )
+    })?;
     let stages = write_pngs(&args.out_dir, &support, &explanation, volume.modality)?;
     let query_png = args.out_dir.join("query.png");
     let query = support.volume.slice(axis, args.query_slice);
@@ -233,7 +244,10 @@ fn write_pngs(
             overlay_heat(&mut rgb, heat, peak);
             draw_contour(&mut rgb, &slice.mask);
             draw_region(&mut rgb, &explanation.region);
-            let name = format!("stride{:02}_support{:02}_slice{:04}.png", stage.stride, n, slice.index);
+            let name = format!(
+                "stride{:02}_support{:02}_slice{:04}.png",
+                stage.stride, n, slice.index
+            );
             save_png(&rgb, &dir.join(&name))?;
             support_report.push(SupportMass {
                 slice: slice.index,
@@ -262,9 +276,8 @@ struct Rgb {
 impl Rgb {
     fn blend(&mut self, x: usize, y: usize, colour: [u8; 3], alpha: f32) {
         let i = 3 * (x + self.width * y);
-        for c in 0..3 {
-            let old = self.data[i + c] as f32;
-            self.data[i + c] = (old * (1.0 - alpha) + colour[c] as f32 * alpha).round() as u8;
+        for (value, &c) in self.data[i..i + 3].iter_mut().zip(&colour) {
+            *value = (*value as f32 * (1.0 - alpha) + c as f32 * alpha).round() as u8;
         }
     }
 }
@@ -275,7 +288,12 @@ fn grey(image: &Image2D<f32>, modality: Modality) -> Rgb {
     let (lo, hi) = match modality {
         Modality::Ct => (-160.0, 240.0),
         _ => {
-            let mut v: Vec<f32> = image.data.iter().copied().filter(|x| x.is_finite()).collect();
+            let mut v: Vec<f32> = image
+                .data
+                .iter()
+                .copied()
+                .filter(|x| x.is_finite())
+                .collect();
             v.sort_by(f32::total_cmp);
             if v.is_empty() {
                 (0.0, 1.0)
@@ -344,8 +362,14 @@ fn draw_contour(rgb: &mut Rgb, mask: &Image2D<u8>) {
 fn draw_region(rgb: &mut Rgb, region: &Region) {
     let clamp_x = |v: f64| (v.round().max(0.0) as usize).min(rgb.width - 1);
     let clamp_y = |v: f64| (v.round().max(0.0) as usize).min(rgb.height - 1);
-    let (x0, x1) = (clamp_x(region.x0 + 0.5), clamp_x(region.x0 + region.width - 0.5));
-    let (y0, y1) = (clamp_y(region.y0 + 0.5), clamp_y(region.y0 + region.height - 0.5));
+    let (x0, x1) = (
+        clamp_x(region.x0 + 0.5),
+        clamp_x(region.x0 + region.width - 0.5),
+    );
+    let (y0, y1) = (
+        clamp_y(region.y0 + 0.5),
+        clamp_y(region.y0 + region.height - 0.5),
+    );
     for x in x0..=x1 {
         rgb.blend(x, y0, [60, 140, 255], 0.8);
         rgb.blend(x, y1, [60, 140, 255], 0.8);

@@ -61,7 +61,9 @@ fn parse_config(s: &str) -> Result<ConfigName, String> {
     match s {
         "lite" => Ok(ConfigName::Lite),
         "paper" => Ok(ConfigName::Paper),
-        other => Err(format!("unknown configuration `{other}`; use lite or paper")),
+        other => Err(format!(
+            "unknown configuration `{other}`; use lite or paper"
+        )),
     }
 }
 
@@ -161,7 +163,9 @@ pub fn support_from_labels(
     let mut support = Vec::new();
     for &index in slices {
         if index >= count {
-            bail!("annotated slice {index} does not exist: the image has {count} slices on this axis");
+            bail!(
+                "annotated slice {index} does not exist: the image has {count} slices on this axis"
+            );
         }
         let mask = labels
             .slice(axis, index)
@@ -188,7 +192,10 @@ pub fn start_engine(config: EngineConfig) -> anyhow::Result<(Engine, EngineInfo)
                 WeightsStatus::RandomInit => eprintln!(
                     "weights: none found (looked for {}); running with RANDOM weights — predictions are meaningless until trained weights are given with --weights",
                     default_weights_path(&model)
-                        .unwrap_or_else(|| PathBuf::from(format!("weights/icseg-{}.bpk", model.name())))
+                        .unwrap_or_else(|| PathBuf::from(format!(
+                            "weights/icseg-{}.bpk",
+                            model.name()
+                        )))
                         .display()
                 ),
             }

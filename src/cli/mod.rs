@@ -56,9 +56,26 @@ mod tests {
     #[test]
     fn propagate_parses_the_documented_arguments() {
         let cli = Cli::try_parse_from([
-            "icseg", "propagate", "--image", "ct.nii.gz", "--annotations", "ann.nii.gz",
-            "--slices", "12,30,48", "--label", "3", "--axis", "2", "--out", "pred.nii.gz",
-            "--weights", "w.bpk", "--device", "cpu", "--report", "r.json",
+            "icseg",
+            "propagate",
+            "--image",
+            "ct.nii.gz",
+            "--annotations",
+            "ann.nii.gz",
+            "--slices",
+            "12,30,48",
+            "--label",
+            "3",
+            "--axis",
+            "2",
+            "--out",
+            "pred.nii.gz",
+            "--weights",
+            "w.bpk",
+            "--device",
+            "cpu",
+            "--report",
+            "r.json",
         ])
         .unwrap();
         match cli.command {
@@ -70,8 +87,22 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let cli = Cli::try_parse_from([
-            "icseg", "explain", "--image", "ct", "--annotations", "a", "--slices", "4",
-            "--query-slice", "9", "--pixel", "120,87", "--out-dir", "d", "--repeat", "3",
+            "icseg",
+            "explain",
+            "--image",
+            "ct",
+            "--annotations",
+            "a",
+            "--slices",
+            "4",
+            "--query-slice",
+            "9",
+            "--pixel",
+            "120,87",
+            "--out-dir",
+            "d",
+            "--repeat",
+            "3",
         ])
         .unwrap();
         match cli.command {

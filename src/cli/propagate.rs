@@ -9,8 +9,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::inference::{
-    ModelArgs, SliceList, axis_from_index, peak_memory_bytes, start_engine,
-    support_from_labels,
+    ModelArgs, SliceList, axis_from_index, peak_memory_bytes, start_engine, support_from_labels,
 };
 use crate::engine::{Event, JobRequest, PropagationStats};
 use crate::io;
@@ -111,7 +110,11 @@ pub fn run(args: PropagateArgs) -> anyhow::Result<()> {
         slices: targets.clone(),
     });
     let stats = loop {
-        match engine.events().recv().context("the inference engine stopped")? {
+        match engine
+            .events()
+            .recv()
+            .context("the inference engine stopped")?
+        {
             Event::SlicePredicted {
                 id: got,
                 slice,
@@ -120,7 +123,11 @@ pub fn run(args: PropagateArgs) -> anyhow::Result<()> {
                 let mask = probabilities.map(|p| LabelValue::from(p >= 0.5));
                 output.set_slice(axis, slice, &mask);
             }
-            Event::Progress { id: got, done, total } if got == id => {
+            Event::Progress {
+                id: got,
+                done,
+                total,
+            } if got == id => {
                 eprint!("\rpropagating: {done}/{total} slices");
                 let _ = std::io::stderr().flush();
             }

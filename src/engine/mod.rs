@@ -23,8 +23,8 @@
 //! waker is called after every event so a GUI can repaint; the engine never sees egui.
 
 mod device;
-pub mod preprocess;
 mod predictor;
+pub mod preprocess;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -37,7 +37,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 pub use device::{AdapterSummary, ComputeDevice, DeviceChoice, list_adapters, select_device};
 pub use predictor::{
-    BatchTimings, CacheUse, ExplainedStage, Explanation, PreparedSupport, Predictor, SupportSet,
+    BatchTimings, CacheUse, ExplainedStage, Explanation, Predictor, PreparedSupport, SupportSet,
     SupportSlice,
 };
 pub use preprocess::{RoiMode, RoiPolicy};
@@ -115,7 +115,9 @@ pub fn default_weights_path(config: &ModelConfig) -> Option<PathBuf> {
     }
     dirs.push(PathBuf::from("weights"));
     dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("weights"));
-    dirs.into_iter().map(|d| d.join(&file)).find(|p| p.is_file())
+    dirs.into_iter()
+        .map(|d| d.join(&file))
+        .find(|p| p.is_file())
 }
 
 /// Which weights the engine runs with.
@@ -141,7 +143,10 @@ pub fn load_model(
     match path {
         Some(path) => {
             let model = Model::load_weights(config, &path, device)?;
-            Ok((model.with_top_k0(config.top_k0), WeightsStatus::Loaded(path)))
+            Ok((
+                model.with_top_k0(config.top_k0),
+                WeightsStatus::Loaded(path),
+            ))
         }
         None => Ok((config.init(device), WeightsStatus::RandomInit)),
     }
@@ -399,7 +404,9 @@ impl Engine {
     /// Cancels every job submitted so far.
     pub fn cancel_all(&self) {
         let last = self.next_id.load(Ordering::Acquire).saturating_sub(1);
-        self.cancellation.below_or_at.fetch_max(last, Ordering::AcqRel);
+        self.cancellation
+            .below_or_at
+            .fetch_max(last, Ordering::AcqRel);
     }
 
     /// The event channel (blocking `recv`/`iter` for the CLI).
@@ -498,7 +505,15 @@ fn worker(config: EngineConfig, jobs: Receiver<Message>, out: Outbox, cancellati
         };
         let result = match job {
             JobRequest::Propagate { support, slices } => guarded(|| {
-                propagate(predictor, &config, id, &support, &slices, &out, cancellation)
+                propagate(
+                    predictor,
+                    &config,
+                    id,
+                    &support,
+                    &slices,
+                    &out,
+                    cancellation,
+                )
             }),
             JobRequest::Explain {
                 support,
