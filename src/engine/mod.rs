@@ -475,6 +475,32 @@ fn start_predictor(config: &EngineConfig) -> Result<(Predictor, EngineInfo), Eng
     Ok((Predictor::new(model, device), info))
 }
 
+/// The worker's queue: jobs deferred while a propagation ran, then the channel.
+struct Queue {
+    channel: Receiver<Message>,
+    deferred: std::collections::VecDeque<(JobId, JobRequest)>,
+    shutdown: bool,
+}
+
+impl Queue {
+    /// The next job, blocking; `None` at shutdown.
+    fn next(&mut self) -> Option<(JobId, JobRequest)> {
+        if self.shutdown {
+            return None;
+        }
+        if let Some(job) = self.deferred.pop_front() {
+            return Some(job);
+        }
+        match self.channel.recv() {
+            Ok(Message::Job(id, job)) => Some((id, job)),
+            Ok(Message::Shutdown) | Err(_) => {
+                self.shutdown = true;
+                None
+            }
+        }
+    }
+}
+
 fn worker(config: EngineConfig, jobs: Receiver<Message>, out: Outbox, cancellation: &Cancellation) {
     let started = guarded(|| start_predictor(&config));
     let mut predictor = match started {
@@ -487,11 +513,12 @@ fn worker(config: EngineConfig, jobs: Receiver<Message>, out: Outbox, cancellati
             None
         }
     };
-    for message in jobs.iter() {
-        let (id, job) = match message {
-            Message::Shutdown => break,
-            Message::Job(id, job) => (id, job),
-        };
+    let mut queue = Queue {
+        channel: jobs,
+        deferred: Default::default(),
+        shutdown: false,
+    };
+    while let Some((id, job)) = queue.next() {
         if cancellation.is_cancelled(id) {
             out.send(Event::Cancelled { id });
             continue;
@@ -505,28 +532,18 @@ fn worker(config: EngineConfig, jobs: Receiver<Message>, out: Outbox, cancellati
         };
         let result = match job {
             JobRequest::Propagate { support, slices } => guarded(|| {
-                propagate(
-                    predictor,
-                    &config,
+                let job = PropagationJob {
                     id,
-                    &support,
-                    &slices,
-                    &out,
-                    cancellation,
-                )
+                    support: &support,
+                    slices: &slices,
+                };
+                propagate(predictor, &config, job, &out, cancellation, &mut queue)
             }),
             JobRequest::Explain {
                 support,
                 query_slice,
                 pixel,
-            } => guarded(|| {
-                let explanation = predictor.explain(&support, config.roi, query_slice, pixel)?;
-                out.send(Event::Explained {
-                    id,
-                    explanation: Box::new(explanation),
-                });
-                Ok(())
-            }),
+            } => explain(predictor, &config, id, &support, query_slice, pixel, &out),
             JobRequest::ClearCache => {
                 predictor.clear_cache();
                 Ok(())
@@ -538,16 +555,80 @@ fn worker(config: EngineConfig, jobs: Receiver<Message>, out: Outbox, cancellati
     }
 }
 
-/// Runs one propagation job, sending its events.
-fn propagate(
+/// Runs one explanation job, sending its event.
+fn explain(
     predictor: &mut Predictor,
     config: &EngineConfig,
     id: JobId,
     support: &SupportSet,
-    slices: &[usize],
+    query_slice: usize,
+    pixel: [usize; 2],
+    out: &Outbox,
+) -> Result<(), EngineError> {
+    guarded(|| {
+        let explanation = predictor.explain(support, config.roi, query_slice, pixel)?;
+        out.send(Event::Explained {
+            id,
+            explanation: Box::new(explanation),
+        });
+        Ok(())
+    })
+}
+
+/// Between two batches of a propagation: serves explanation requests at once (a click
+/// should not wait for a whole volume), defers other jobs, notes a shutdown.
+fn serve_between_batches(
+    predictor: &mut Predictor,
+    config: &EngineConfig,
     out: &Outbox,
     cancellation: &Cancellation,
+    queue: &mut Queue,
+) {
+    while let Ok(message) = queue.channel.try_recv() {
+        match message {
+            Message::Shutdown => queue.shutdown = true,
+            Message::Job(
+                id,
+                JobRequest::Explain {
+                    support,
+                    query_slice,
+                    pixel,
+                },
+            ) => {
+                if cancellation.is_cancelled(id) {
+                    out.send(Event::Cancelled { id });
+                } else if let Err(error) =
+                    explain(predictor, config, id, &support, query_slice, pixel, out)
+                {
+                    out.send(Event::Failed { id, error });
+                }
+            }
+            Message::Job(id, job) => queue.deferred.push_back((id, job)),
+        }
+    }
+}
+
+/// A propagation request.
+struct PropagationJob<'a> {
+    id: JobId,
+    support: &'a SupportSet,
+    slices: &'a [usize],
+}
+
+/// Runs one propagation job, sending its events.
+fn propagate(
+    predictor: &mut Predictor,
+    config: &EngineConfig,
+    job: PropagationJob<'_>,
+    out: &Outbox,
+    cancellation: &Cancellation,
+    queue: &mut Queue,
 ) -> Result<(), EngineError> {
+    let PropagationJob {
+        id,
+        support,
+        slices,
+    } = job;
     let start = Instant::now();
     let total = slices.len();
     out.send(Event::Progress { id, done: 0, total });
@@ -558,7 +639,8 @@ fn propagate(
     let mut batches = 0;
     let mut done = 0;
     for batch in slices.chunks(config.batch_size.max(1)) {
-        if cancellation.is_cancelled(id) {
+        serve_between_batches(predictor, config, out, cancellation, queue);
+        if cancellation.is_cancelled(id) || queue.shutdown {
             out.send(Event::Cancelled { id });
             return Ok(());
         }

@@ -466,3 +466,44 @@ fn the_wgpu_path_matches_the_cpu() {
         assert!(diff < 1e-3, "slice {slice}: {diff}");
     }
 }
+
+#[test]
+fn a_click_during_a_propagation_is_explained_before_the_propagation_ends() {
+    let (volume, masks) = phantom();
+    let (engine, ack) = lockstep_engine(tiny_config(1));
+    expect_ready(&engine);
+    ack.send(()).unwrap();
+    let s = support(&volume, &masks, &[3, 8]);
+    let propagation = engine.submit(JobRequest::Propagate {
+        support: s.clone(),
+        slices: (0..12).collect(),
+    });
+    let mut click = None;
+    let mut order = Vec::new();
+    loop {
+        let event = engine.events().recv().unwrap();
+        match &event {
+            Event::SlicePredicted { id, .. } if *id == propagation && click.is_none() => {
+                click = Some(engine.submit(JobRequest::Explain {
+                    support: s.clone(),
+                    query_slice: 5,
+                    pixel: [37, 28],
+                }));
+            }
+            Event::Explained { id, .. } => order.push(("explained", *id)),
+            Event::PropagationFinished { id, .. } => {
+                order.push(("finished", *id));
+                ack.send(()).unwrap();
+                break;
+            }
+            Event::Failed { error, .. } => panic!("{error}"),
+            _ => {}
+        }
+        ack.send(()).unwrap();
+    }
+    assert_eq!(
+        order,
+        vec![("explained", click.unwrap()), ("finished", propagation)]
+    );
+    drop(ack);
+}
