@@ -10,8 +10,8 @@
 //! |---|---|---|
 //! | [`volume`] | volumes, label maps, geometry, resampling | — |
 //! | `io` | NIfTI, DICOM series, DICOM SEG read/write | volume |
-//! | `model` | the network (burn) | burn |
-//! | `engine` | inference worker, support cache, devices | model, volume |
+//! | [`model`] | the network (burn) | burn |
+//! | [`engine`] | inference worker, support cache, devices | model, volume |
 //! | `session` | annotations, support set, undo/redo, review state | volume |
 //! | `cli` | headless subcommands | all but ui |
 //! | `ui` | the eframe application (feature `gui`) | all |
@@ -26,8 +26,10 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod engine;
 pub mod eval;
 pub mod io;
+pub mod model;
 #[doc(hidden)]
 pub mod testing;
 pub mod train;

@@ -1,0 +1,250 @@
+//! Shared pieces of the inference commands (`propagate`, `explain`, `bench`): model and
+//! device options, turning a label map into a support set, starting the engine.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use crate::engine::{
+    DeviceChoice, DeviceRequest, Engine, EngineConfig, EngineInfo, Event, RoiMode, SupportSet,
+    SupportSlice, WeightsChoice, WeightsStatus, default_weights_path,
+};
+use crate::model::ModelConfig;
+use crate::volume::{Axis, LabelMap, LabelValue, Volume};
+
+/// Model, weights and device options.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Trained weights (default: weights/icseg-<config>.bpk when present, else random
+    /// initialisation).
+    #[arg(long, value_name = "FILE")]
+    pub weights: Option<PathBuf>,
+    /// Compute device.
+    #[arg(long, default_value = "auto", value_parser = clap::value_parser!(DeviceChoice))]
+    pub device: DeviceChoice,
+    /// Network configuration: lite (128², for desktops) or paper (256², ~25 M params).
+    #[arg(long, default_value = "lite", value_parser = parse_config)]
+    pub config: ConfigName,
+    /// Base top-K of the attention upsamplers (K0).
+    #[arg(long, default_value_t = 8)]
+    pub top_k: usize,
+    /// Query slices per batch.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Feed whole slices instead of a region around the annotations.
+    #[arg(long)]
+    pub full_slice: bool,
+}
+
+/// A named configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigName {
+    /// [`ModelConfig::lite`].
+    Lite,
+    /// [`ModelConfig::paper`].
+    Paper,
+}
+
+impl ConfigName {
+    /// The configuration.
+    pub fn config(self) -> ModelConfig {
+        match self {
+            Self::Lite => ModelConfig::lite(),
+            Self::Paper => ModelConfig::paper(),
+        }
+    }
+}
+
+fn parse_config(s: &str) -> Result<ConfigName, String> {
+    match s {
+        "lite" => Ok(ConfigName::Lite),
+        "paper" => Ok(ConfigName::Paper),
+        other => Err(format!(
+            "unknown configuration `{other}`; use lite or paper"
+        )),
+    }
+}
+
+impl ModelArgs {
+    /// The engine configuration these options describe.
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            device: DeviceRequest::Choice(self.device),
+            model: self.config.config().with_top_k0(self.top_k.max(1)),
+            weights: match &self.weights {
+                Some(path) => WeightsChoice::File(path.clone()),
+                None => WeightsChoice::Default,
+            },
+            batch_size: self.batch.max(1),
+            roi: if self.full_slice {
+                RoiMode::FullSlice
+            } else {
+                RoiMode::default()
+            },
+        }
+    }
+}
+
+/// A comma-separated list of slice indices (`--slices 12,30,48`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SliceList(pub Vec<usize>);
+
+impl std::str::FromStr for SliceList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_slices(s).map(SliceList)
+    }
+}
+
+/// A clicked pixel `X,Y` (`--pixel 120,87`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pixel(pub [usize; 2]);
+
+impl std::str::FromStr for Pixel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_pixel(s).map(Pixel)
+    }
+}
+
+/// Parses `12,30,48` into slice indices (sorted, without duplicates).
+pub fn parse_slices(s: &str) -> Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        out.push(
+            part.parse::<usize>()
+                .map_err(|_| format!("`{part}` is not a slice index"))?,
+        );
+    }
+    if out.is_empty() {
+        return Err("list at least one slice, e.g. --slices 12,30,48".into());
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// Parses `X,Y` into a pixel.
+pub fn parse_pixel(s: &str) -> Result<[usize; 2], String> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    match parts.as_slice() {
+        [x, y] => match (x.parse(), y.parse()) {
+            (Ok(x), Ok(y)) => Ok([x, y]),
+            _ => Err(format!("`{s}` is not a pixel; write X,Y such as 120,87")),
+        },
+        _ => Err(format!("`{s}` is not a pixel; write X,Y such as 120,87")),
+    }
+}
+
+/// The axis from its index 0, 1, 2 (2 = the slice axis `k`).
+pub fn axis_from_index(index: usize) -> anyhow::Result<Axis> {
+    Axis::from_index(index).with_context(|| format!("--axis must be 0, 1 or 2, not {index}"))
+}
+
+/// Whether a label value counts as "inside": equal to `label`, or any nonzero value.
+pub fn is_inside(value: LabelValue, label: Option<LabelValue>) -> bool {
+    match label {
+        Some(l) => value == l,
+        None => value != 0,
+    }
+}
+
+/// The support set of the listed slices of `labels`.
+pub fn support_from_labels(
+    volume: Arc<Volume>,
+    labels: &LabelMap,
+    axis: Axis,
+    slices: &[usize],
+    label: Option<LabelValue>,
+) -> anyhow::Result<SupportSet> {
+    let count = volume.geometry().slice_count(axis);
+    let mut support = Vec::new();
+    for &index in slices {
+        if index >= count {
+            bail!(
+                "annotated slice {index} does not exist: the image has {count} slices on this axis"
+            );
+        }
+        let mask = labels
+            .slice(axis, index)
+            .map(|v| u8::from(is_inside(v, label)));
+        support.push(SupportSlice { index, mask });
+    }
+    Ok(SupportSet {
+        volume,
+        axis,
+        slices: support,
+    })
+}
+
+/// Starts the engine and waits for it to be ready; prints the device and the weights
+/// on stderr.
+pub fn start_engine(config: EngineConfig) -> anyhow::Result<(Engine, EngineInfo)> {
+    let model = config.model.clone();
+    let engine = Engine::start(config, Box::new(|| {}));
+    match engine.events().recv() {
+        Ok(Event::Ready(info)) => {
+            eprintln!("device: {}", info.device);
+            match &info.weights {
+                WeightsStatus::Loaded(path) => eprintln!("weights: {}", path.display()),
+                WeightsStatus::RandomInit => eprintln!(
+                    "weights: none found (looked for {}); running with RANDOM weights — predictions are meaningless until trained weights are given with --weights",
+                    default_weights_path(&model)
+                        .unwrap_or_else(|| PathBuf::from(format!(
+                            "weights/icseg-{}.bpk",
+                            model.name()
+                        )))
+                        .display()
+                ),
+            }
+            Ok((engine, info))
+        }
+        Ok(Event::StartFailed(e)) => Err(e.into()),
+        Ok(other) => bail!("the engine sent {other:?} before it was ready"),
+        Err(_) => bail!("the inference engine stopped while starting"),
+    }
+}
+
+/// Peak resident memory of this process in bytes (Linux `VmHWM`), when known.
+pub fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slice_lists_parse_sorted_and_deduplicated() {
+        assert_eq!(parse_slices("30, 12,48,12"), Ok(vec![12, 30, 48]));
+        assert!(parse_slices("").is_err());
+        assert!(parse_slices("1,x").is_err());
+    }
+
+    #[test]
+    fn pixels_parse() {
+        assert_eq!(parse_pixel("120,87"), Ok([120, 87]));
+        assert!(parse_pixel("120").is_err());
+        assert!(parse_pixel("-1,3").is_err());
+    }
+
+    #[test]
+    fn label_selection() {
+        assert!(is_inside(3, None));
+        assert!(!is_inside(0, None));
+        assert!(is_inside(3, Some(3)));
+        assert!(!is_inside(2, Some(3)));
+    }
+
+    #[test]
+    fn peak_memory_is_known_on_linux() {
+        if cfg!(target_os = "linux") {
+            assert!(peak_memory_bytes().unwrap() > 1_000_000);
+        }
+    }
+}

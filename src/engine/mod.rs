@@ -1,0 +1,685 @@
+//! The inference engine: a worker thread that owns the network, encodes support sets
+//! once (cached by content), segments query slices in batches and explains clicks.
+//!
+//! The GUI and the CLI use the same API:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use icseg::engine::{Engine, EngineConfig, Event, JobRequest, SupportSet};
+//! # fn support() -> Arc<SupportSet> { unimplemented!() }
+//! let engine = Engine::start(EngineConfig::default(), Box::new(|| { /* ctx.request_repaint() */ }));
+//! let id = engine.submit(JobRequest::Propagate { support: support(), slices: vec![3, 4, 5] });
+//! for event in engine.events().iter() {
+//!     match event {
+//!         Event::SlicePredicted { id: got, slice, probabilities } if got == id => { /* … */ }
+//!         Event::PropagationFinished { id: got, .. } if got == id => break,
+//!         _ => {}
+//!     }
+//! }
+//! ```
+//!
+//! Jobs carry increasing [`JobId`]s (generations): a consumer drops events of jobs
+//! older than the one it waits for. Cancellation takes effect between batches. The
+//! waker is called after every event so a GUI can repaint; the engine never sees egui.
+
+mod device;
+mod predictor;
+pub mod preprocess;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+pub use device::{AdapterSummary, ComputeDevice, DeviceChoice, list_adapters, select_device};
+pub use predictor::{
+    BatchTimings, CacheUse, ExplainedStage, Explanation, Predictor, PreparedSupport, SupportSet,
+    SupportSlice,
+};
+pub use preprocess::{RoiMode, RoiPolicy};
+
+use crate::model::{Model, ModelConfig, WeightsError};
+use crate::volume::{Image2D, Region};
+
+/// Engine failures. Messages say what to do; none carries patient data.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// `--device gpu` was asked for and no usable adapter exists.
+    #[error("no usable GPU ({reason}); use --device auto or cpu")]
+    NoGpu {
+        /// What went wrong.
+        reason: String,
+    },
+    /// The weights could not be loaded.
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    /// The support set cannot be used.
+    #[error("the annotations cannot be used: {reason}")]
+    InvalidSupport {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A slice index past the end of the volume.
+    #[error("slice {index} does not exist; the volume has {count} slices on this axis")]
+    SliceOutOfRange {
+        /// The index asked for.
+        index: usize,
+        /// Slices on the axis.
+        count: usize,
+    },
+    /// An explanation was asked for a pixel outside the region the model sees.
+    #[error(
+        "pixel ({}, {}) lies outside the region around the annotations that the model looks at; click inside it",
+        pixel[0], pixel[1]
+    )]
+    PixelOutsideRegion {
+        /// The pixel `[x, y]`.
+        pixel: [usize; 2],
+    },
+    /// The compute backend failed (out of memory, a driver error).
+    #[error("the computation failed ({message}); try --device cpu or fewer slices per batch")]
+    Compute {
+        /// The backend's message.
+        message: String,
+    },
+    /// The worker thread is gone.
+    #[error("the inference engine has stopped; restart the program")]
+    Stopped,
+}
+
+/// Where the weights come from.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum WeightsChoice {
+    /// The shipped weights for the configuration (see [`default_weights_path`]) when
+    /// present, else random initialisation.
+    #[default]
+    Default,
+    /// This file; missing or mismatched is an error.
+    File(PathBuf),
+    /// Random initialisation (tests, benchmarks).
+    Random,
+}
+
+/// Where the shipped weights of `config` are looked for, in order: `$ICSEG_WEIGHTS_DIR`,
+/// `./weights`, and the source tree's `weights/` folder. Returns the first existing
+/// `icseg-<name>.bpk`, or `None`.
+pub fn default_weights_path(config: &ModelConfig) -> Option<PathBuf> {
+    let file = format!("icseg-{}.bpk", config.name());
+    let mut dirs = Vec::new();
+    if let Some(d) = std::env::var_os("ICSEG_WEIGHTS_DIR") {
+        dirs.push(PathBuf::from(d));
+    }
+    dirs.push(PathBuf::from("weights"));
+    dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("weights"));
+    dirs.into_iter()
+        .map(|d| d.join(&file))
+        .find(|p| p.is_file())
+}
+
+/// Which weights the engine runs with.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub enum WeightsStatus {
+    /// Trained weights from this file.
+    Loaded(PathBuf),
+    /// Random initialisation (no trained weights found, or asked for).
+    RandomInit,
+}
+
+/// Loads the model for `config` and `weights` on `device`.
+pub fn load_model(
+    config: &ModelConfig,
+    weights: &WeightsChoice,
+    device: &burn::tensor::Device,
+) -> Result<(Model, WeightsStatus), EngineError> {
+    let path = match weights {
+        WeightsChoice::Random => None,
+        WeightsChoice::File(p) => Some(p.clone()),
+        WeightsChoice::Default => default_weights_path(config),
+    };
+    match path {
+        Some(path) => {
+            let model = Model::load_weights(config, &path, device)?;
+            Ok((
+                model.with_top_k0(config.top_k0),
+                WeightsStatus::Loaded(path),
+            ))
+        }
+        None => Ok((config.init(device), WeightsStatus::RandomInit)),
+    }
+}
+
+/// How to get the compute device.
+#[derive(Clone, Debug)]
+pub enum DeviceRequest {
+    /// Select by choice (see [`select_device`]).
+    Choice(DeviceChoice),
+    /// Use a device initialised elsewhere (e.g. shared with the GUI's renderer).
+    Existing(ComputeDevice),
+}
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// The compute device.
+    pub device: DeviceRequest,
+    /// Network configuration (its `top_k0` is used at inference).
+    pub model: ModelConfig,
+    /// Weights.
+    pub weights: WeightsChoice,
+    /// Query slices per batch.
+    pub batch_size: usize,
+    /// Region of interest policy.
+    pub roi: RoiMode,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            device: DeviceRequest::Choice(DeviceChoice::Auto),
+            model: ModelConfig::lite(),
+            weights: WeightsChoice::Default,
+            batch_size: 8,
+            roi: RoiMode::default(),
+        }
+    }
+}
+
+/// A job's generation number: later jobs have larger ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct JobId(pub u64);
+
+/// Work for the engine.
+#[derive(Clone, Debug)]
+pub enum JobRequest {
+    /// Segment `slices` (indices across the support set's axis) with the support set.
+    Propagate {
+        /// The annotated slices.
+        support: Arc<SupportSet>,
+        /// Slices to predict (annotated ones may be included; they are predicted too).
+        slices: Vec<usize>,
+    },
+    /// The attention maps for one clicked pixel.
+    Explain {
+        /// The annotated slices.
+        support: Arc<SupportSet>,
+        /// The query slice index.
+        query_slice: usize,
+        /// The clicked pixel `[x, y]` of the query slice.
+        pixel: [usize; 2],
+    },
+    /// Drops cached support features (e.g. after loading another volume).
+    ClearCache,
+}
+
+/// Timings and facts about a finished propagation.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PropagationStats {
+    /// Slices predicted.
+    pub slices: usize,
+    /// Batches run.
+    pub batches: usize,
+    /// Support slices.
+    pub support_slices: usize,
+    /// Whether support features were cached.
+    pub cache: CacheUse,
+    /// Preparing and encoding the support set (seconds in JSON).
+    #[serde(serialize_with = "as_seconds")]
+    pub support_encoding: Duration,
+    /// Summed over batches.
+    pub timings: Timings,
+    /// From the job's start to its end.
+    #[serde(serialize_with = "as_seconds")]
+    pub total: Duration,
+    /// The region of interest used (native pixels).
+    pub region: Region,
+}
+
+/// Summed batch timings (seconds in JSON).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Timings {
+    /// Slice extraction, resampling, normalisation.
+    #[serde(serialize_with = "as_seconds")]
+    pub preprocessing: Duration,
+    /// The network.
+    #[serde(serialize_with = "as_seconds")]
+    pub inference: Duration,
+    /// Pasting back at native resolution.
+    #[serde(serialize_with = "as_seconds")]
+    pub postprocessing: Duration,
+}
+
+fn as_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// Facts about a started engine.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EngineInfo {
+    /// The compute device, for people.
+    pub device: String,
+    /// Whether it is a hardware GPU.
+    pub is_gpu: bool,
+    /// Configuration name (`lite`, `paper`, ...).
+    pub model: String,
+    /// Model input size.
+    pub input_size: usize,
+    /// Trainable parameters.
+    pub trainable_params: usize,
+    /// The weights in use.
+    pub weights: WeightsStatus,
+}
+
+/// What the engine reports. Every event of a job carries its [`JobId`].
+#[derive(Debug)]
+pub enum Event {
+    /// The worker has its device and model.
+    Ready(EngineInfo),
+    /// The worker could not start (device or weights); every later job fails.
+    StartFailed(EngineError),
+    /// `done` of `total` slices of a propagation are predicted.
+    Progress {
+        /// The job.
+        id: JobId,
+        /// Slices done.
+        done: usize,
+        /// Slices asked for.
+        total: usize,
+    },
+    /// One slice's probabilities at native resolution.
+    SlicePredicted {
+        /// The job.
+        id: JobId,
+        /// Slice index.
+        slice: usize,
+        /// Probabilities in `[0, 1]` on the slice's pixel grid.
+        probabilities: Image2D<f32>,
+    },
+    /// A propagation is complete.
+    PropagationFinished {
+        /// The job.
+        id: JobId,
+        /// Timings.
+        stats: PropagationStats,
+    },
+    /// An explanation is ready.
+    Explained {
+        /// The job.
+        id: JobId,
+        /// The maps.
+        explanation: Box<Explanation>,
+    },
+    /// A job was cancelled (before it started or between batches).
+    Cancelled {
+        /// The job.
+        id: JobId,
+    },
+    /// A job failed.
+    Failed {
+        /// The job.
+        id: JobId,
+        /// Why.
+        error: EngineError,
+    },
+}
+
+enum Message {
+    Job(JobId, JobRequest),
+    Shutdown,
+}
+
+/// Shared cancellation state: every job with an id ≤ `below_or_at` is cancelled, and
+/// so is every id in `ids`.
+#[derive(Default)]
+struct Cancellation {
+    below_or_at: AtomicU64,
+    ids: Mutex<HashSet<u64>>,
+}
+
+impl Cancellation {
+    fn is_cancelled(&self, id: JobId) -> bool {
+        id.0 <= self.below_or_at.load(Ordering::Acquire)
+            || self.ids.lock().map(|s| s.contains(&id.0)).unwrap_or(false)
+    }
+}
+
+/// The engine handle: submit jobs, read events, cancel. Dropping it stops the worker
+/// (after the current batch).
+pub struct Engine {
+    jobs: Sender<Message>,
+    events: Receiver<Event>,
+    cancellation: Arc<Cancellation>,
+    next_id: AtomicU64,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Starts the worker thread. It picks the device and loads the weights, then sends
+    /// [`Event::Ready`] (or [`Event::StartFailed`]). `waker` is called after every
+    /// event.
+    pub fn start(config: EngineConfig, waker: Box<dyn Fn() + Send>) -> Engine {
+        let (job_tx, job_rx) = crossbeam_channel::bounded(256);
+        let (event_tx, event_rx) = crossbeam_channel::unbounded();
+        let cancellation = Arc::new(Cancellation::default());
+        let worker = {
+            let cancellation = cancellation.clone();
+            std::thread::Builder::new()
+                .name("icseg-engine".into())
+                .spawn(move || {
+                    let out = Outbox {
+                        events: event_tx,
+                        waker,
+                    };
+                    worker(config, job_rx, out, &cancellation);
+                })
+                .expect("the operating system refused to start a thread")
+        };
+        Engine {
+            jobs: job_tx,
+            events: event_rx,
+            cancellation,
+            next_id: AtomicU64::new(1),
+            worker: Some(worker),
+        }
+    }
+
+    /// Queues a job and returns its id.
+    pub fn submit(&self, job: JobRequest) -> JobId {
+        let id = JobId(self.next_id.fetch_add(1, Ordering::AcqRel));
+        // A stopped worker is reported by the event channel disconnecting.
+        let _ = self.jobs.send(Message::Job(id, job));
+        id
+    }
+
+    /// Cancels one job (before it starts, or between its batches).
+    pub fn cancel(&self, id: JobId) {
+        if let Ok(mut ids) = self.cancellation.ids.lock() {
+            ids.insert(id.0);
+        }
+    }
+
+    /// Cancels every job submitted so far.
+    pub fn cancel_all(&self) {
+        let last = self.next_id.load(Ordering::Acquire).saturating_sub(1);
+        self.cancellation
+            .below_or_at
+            .fetch_max(last, Ordering::AcqRel);
+    }
+
+    /// The event channel (blocking `recv`/`iter` for the CLI).
+    pub fn events(&self) -> &Receiver<Event> {
+        &self.events
+    }
+
+    /// Events available now, without blocking (for a GUI frame).
+    pub fn poll(&self) -> impl Iterator<Item = Event> + '_ {
+        self.events.try_iter()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.cancel_all();
+        let _ = self.jobs.send(Message::Shutdown);
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+struct Outbox {
+    events: Sender<Event>,
+    waker: Box<dyn Fn() + Send>,
+}
+
+impl Outbox {
+    fn send(&self, event: Event) {
+        if self.events.send(event).is_ok() {
+            (self.waker)();
+        }
+    }
+}
+
+/// Turns a panic inside the compute backend into an error.
+fn guarded<T>(f: impl FnOnce() -> Result<T, EngineError>) -> Result<T, EngineError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown failure".into());
+            Err(EngineError::Compute { message })
+        }
+    }
+}
+
+fn start_predictor(config: &EngineConfig) -> Result<(Predictor, EngineInfo), EngineError> {
+    let device = match &config.device {
+        DeviceRequest::Choice(choice) => select_device(*choice)?,
+        DeviceRequest::Existing(d) => d.clone(),
+    };
+    let (model, weights) = load_model(&config.model, &config.weights, &device.device)?;
+    let info = EngineInfo {
+        device: device.description.clone(),
+        is_gpu: device.is_gpu,
+        model: config.model.name().to_string(),
+        input_size: config.model.input_size,
+        trainable_params: model.trainable_param_count(),
+        weights,
+    };
+    Ok((Predictor::new(model, device), info))
+}
+
+/// The worker's queue: jobs deferred while a propagation ran, then the channel.
+struct Queue {
+    channel: Receiver<Message>,
+    deferred: std::collections::VecDeque<(JobId, JobRequest)>,
+    shutdown: bool,
+}
+
+impl Queue {
+    /// The next job, blocking; `None` at shutdown.
+    fn next(&mut self) -> Option<(JobId, JobRequest)> {
+        if self.shutdown {
+            return None;
+        }
+        if let Some(job) = self.deferred.pop_front() {
+            return Some(job);
+        }
+        match self.channel.recv() {
+            Ok(Message::Job(id, job)) => Some((id, job)),
+            Ok(Message::Shutdown) | Err(_) => {
+                self.shutdown = true;
+                None
+            }
+        }
+    }
+}
+
+fn worker(config: EngineConfig, jobs: Receiver<Message>, out: Outbox, cancellation: &Cancellation) {
+    let started = guarded(|| start_predictor(&config));
+    let mut predictor = match started {
+        Ok((predictor, info)) => {
+            out.send(Event::Ready(info));
+            Some(predictor)
+        }
+        Err(e) => {
+            out.send(Event::StartFailed(e));
+            None
+        }
+    };
+    let mut queue = Queue {
+        channel: jobs,
+        deferred: Default::default(),
+        shutdown: false,
+    };
+    while let Some((id, job)) = queue.next() {
+        if cancellation.is_cancelled(id) {
+            out.send(Event::Cancelled { id });
+            continue;
+        }
+        let Some(predictor) = predictor.as_mut() else {
+            out.send(Event::Failed {
+                id,
+                error: EngineError::Stopped,
+            });
+            continue;
+        };
+        let result = match job {
+            JobRequest::Propagate { support, slices } => guarded(|| {
+                let job = PropagationJob {
+                    id,
+                    support: &support,
+                    slices: &slices,
+                };
+                propagate(predictor, &config, job, &out, cancellation, &mut queue)
+            }),
+            JobRequest::Explain {
+                support,
+                query_slice,
+                pixel,
+            } => explain(predictor, &config, id, &support, query_slice, pixel, &out),
+            JobRequest::ClearCache => {
+                predictor.clear_cache();
+                Ok(())
+            }
+        };
+        if let Err(error) = result {
+            out.send(Event::Failed { id, error });
+        }
+    }
+}
+
+/// Runs one explanation job, sending its event.
+fn explain(
+    predictor: &mut Predictor,
+    config: &EngineConfig,
+    id: JobId,
+    support: &SupportSet,
+    query_slice: usize,
+    pixel: [usize; 2],
+    out: &Outbox,
+) -> Result<(), EngineError> {
+    guarded(|| {
+        let explanation = predictor.explain(support, config.roi, query_slice, pixel)?;
+        out.send(Event::Explained {
+            id,
+            explanation: Box::new(explanation),
+        });
+        Ok(())
+    })
+}
+
+/// Between two batches of a propagation: serves explanation requests at once (a click
+/// should not wait for a whole volume), defers other jobs, notes a shutdown.
+fn serve_between_batches(
+    predictor: &mut Predictor,
+    config: &EngineConfig,
+    out: &Outbox,
+    cancellation: &Cancellation,
+    queue: &mut Queue,
+) {
+    while let Ok(message) = queue.channel.try_recv() {
+        match message {
+            Message::Shutdown => queue.shutdown = true,
+            Message::Job(
+                id,
+                JobRequest::Explain {
+                    support,
+                    query_slice,
+                    pixel,
+                },
+            ) => {
+                if cancellation.is_cancelled(id) {
+                    out.send(Event::Cancelled { id });
+                } else if let Err(error) =
+                    explain(predictor, config, id, &support, query_slice, pixel, out)
+                {
+                    out.send(Event::Failed { id, error });
+                }
+            }
+            Message::Job(id, job) => queue.deferred.push_back((id, job)),
+        }
+    }
+}
+
+/// A propagation request.
+struct PropagationJob<'a> {
+    id: JobId,
+    support: &'a SupportSet,
+    slices: &'a [usize],
+}
+
+/// Runs one propagation job, sending its events.
+fn propagate(
+    predictor: &mut Predictor,
+    config: &EngineConfig,
+    job: PropagationJob<'_>,
+    out: &Outbox,
+    cancellation: &Cancellation,
+    queue: &mut Queue,
+) -> Result<(), EngineError> {
+    let PropagationJob {
+        id,
+        support,
+        slices,
+    } = job;
+    let start = Instant::now();
+    let total = slices.len();
+    out.send(Event::Progress { id, done: 0, total });
+    let prepared = predictor.prepare_support(support, config.roi)?;
+    let (features, cache) = predictor.support_features(&prepared);
+    let support_encoding = start.elapsed();
+    let mut timings = Timings::default();
+    let mut batches = 0;
+    let mut done = 0;
+    for batch in slices.chunks(config.batch_size.max(1)) {
+        serve_between_batches(predictor, config, out, cancellation, queue);
+        if cancellation.is_cancelled(id) || queue.shutdown {
+            out.send(Event::Cancelled { id });
+            return Ok(());
+        }
+        let (probabilities, t) = predictor.predict_batch(
+            &features,
+            &support.volume,
+            support.axis,
+            batch,
+            &prepared.region,
+        )?;
+        timings.preprocessing += t.preprocessing;
+        timings.inference += t.inference;
+        timings.postprocessing += t.postprocessing;
+        batches += 1;
+        for (&slice, probabilities) in batch.iter().zip(probabilities) {
+            out.send(Event::SlicePredicted {
+                id,
+                slice,
+                probabilities,
+            });
+        }
+        done += batch.len();
+        out.send(Event::Progress { id, done, total });
+    }
+    out.send(Event::PropagationFinished {
+        id,
+        stats: PropagationStats {
+            slices: total,
+            batches,
+            support_slices: support.slices.len(),
+            cache,
+            support_encoding,
+            timings,
+            total: start.elapsed(),
+            region: prepared.region,
+        },
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,455 @@
+//! The synchronous core of the engine: support encoding with a cache, batched query
+//! inference, and explanations. The worker thread ([`super::Engine`]) drives it; the
+//! benchmark calls it directly. Both therefore time the same code.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use burn::tensor::{Tensor, TensorData};
+
+use super::preprocess::{RoiMode, image_input, mask_input, native_to_model, support_region};
+use super::{ComputeDevice, EngineError};
+use crate::model::{Model, SupportAttention, SupportFeatures, SupportValues};
+use crate::volume::{Axis, Image2D, Region, Volume, paste_region_bilinear};
+
+/// One annotated slice of a support set.
+#[derive(Clone, Debug)]
+pub struct SupportSlice {
+    /// Slice index along the support set's axis.
+    pub index: usize,
+    /// The user's mask on that slice (nonzero = inside). An all-zero mask is a real
+    /// "nothing here" annotation.
+    pub mask: Image2D<u8>,
+}
+
+/// The annotated slices of one structure in one volume.
+#[derive(Clone, Debug)]
+pub struct SupportSet {
+    /// The image volume.
+    pub volume: Arc<Volume>,
+    /// The axis the slices are taken across.
+    pub axis: Axis,
+    /// The annotated slices (at least one).
+    pub slices: Vec<SupportSlice>,
+}
+
+impl SupportSet {
+    /// Checks indices and mask sizes against the volume.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        if self.slices.is_empty() {
+            return Err(EngineError::InvalidSupport {
+                reason: "no annotated slice; annotate at least one slice".into(),
+            });
+        }
+        let count = self.volume.geometry().slice_count(self.axis);
+        let (w, h) = self.volume.geometry().slice_dims(self.axis);
+        for s in &self.slices {
+            if s.index >= count {
+                return Err(EngineError::SliceOutOfRange {
+                    index: s.index,
+                    count,
+                });
+            }
+            if (s.mask.width, s.mask.height) != (w, h) {
+                return Err(EngineError::InvalidSupport {
+                    reason: format!(
+                        "the mask of slice {} is {}×{} but the slices are {w}×{h}",
+                        s.index, s.mask.width, s.mask.height
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The region of interest this support set implies under `mode`.
+    pub fn region(&self, mode: RoiMode) -> Region {
+        let g = self.volume.geometry();
+        let (w, h) = g.slice_dims(self.axis);
+        support_region(
+            self.slices.iter().map(|s| &s.mask),
+            w,
+            h,
+            g.slice_spacing_mm(self.axis),
+            mode,
+        )
+    }
+}
+
+/// Whether support features came from the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum CacheUse {
+    /// Images and masks were both cached: nothing was encoded.
+    Hit,
+    /// The images were cached (only the masks changed): only the Support Set Encoder
+    /// ran.
+    ImagesCached,
+    /// Everything was encoded.
+    Miss,
+}
+
+/// A support set turned into model inputs.
+pub struct PreparedSupport {
+    /// The region of interest (native pixels of the support slices).
+    pub region: Region,
+    images: Vec<f32>,
+    masks: Vec<f32>,
+    count: usize,
+    image_key: u64,
+    mask_key: u64,
+}
+
+const CACHE_ENTRIES: usize = 4;
+
+/// A tiny most-recently-used cache.
+struct Recent<T> {
+    entries: Vec<(u64, T)>,
+}
+
+impl<T: Clone> Recent<T> {
+    fn get(&mut self, key: u64) -> Option<T> {
+        let pos = self.entries.iter().position(|(k, _)| *k == key)?;
+        let entry = self.entries.remove(pos);
+        let value = entry.1.clone();
+        self.entries.insert(0, entry);
+        Some(value)
+    }
+
+    fn put(&mut self, key: u64, value: T) {
+        self.entries.retain(|(k, _)| *k != key);
+        self.entries.insert(0, (key, value));
+        self.entries.truncate(CACHE_ENTRIES);
+    }
+}
+
+fn hash_floats(parts: &[&[f32]], size: usize) -> u64 {
+    let mut h = DefaultHasher::new();
+    size.hash(&mut h);
+    for part in parts {
+        part.len().hash(&mut h);
+        for v in *part {
+            v.to_bits().hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+/// Timings of one batch of query slices.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BatchTimings {
+    /// Extracting, resampling and normalising the slices.
+    pub preprocessing: Duration,
+    /// The network (including the read-back of the probabilities).
+    pub inference: Duration,
+    /// Pasting probabilities back at native resolution.
+    pub postprocessing: Duration,
+}
+
+/// One attention stage of an explanation.
+#[derive(Clone, Debug)]
+pub struct ExplainedStage {
+    /// Output stride (32, 16 or 8).
+    pub stride: usize,
+    /// Grid `[h, w]` at this stride.
+    pub grid: [usize; 2],
+    /// The clicked query location on that grid, `[x, y]`.
+    pub query_cell: [usize; 2],
+    /// Attention mass of the clicked location (≤ 1; the rest went to the register
+    /// tokens).
+    pub query_mass: f32,
+    /// One `w × h` heatmap per support slice: the attention the clicked location pays
+    /// to each of that slice's locations.
+    pub maps: Vec<Image2D<f32>>,
+    /// Attention mass each support slice receives (sums to `query_mass`).
+    pub support_mass: Vec<f32>,
+}
+
+/// What the network looked at for one query pixel.
+#[derive(Clone, Debug)]
+pub struct Explanation {
+    /// The query slice.
+    pub query_slice: usize,
+    /// The clicked pixel `[x, y]` of the query slice.
+    pub pixel: [usize; 2],
+    /// Support slice indices, in the order of the maps.
+    pub support_slices: Vec<usize>,
+    /// The region of interest the maps cover on every slice.
+    pub region: Region,
+    /// Model input size the region was resampled to.
+    pub model_size: usize,
+    /// Stages at strides 32, 16 and 8.
+    pub stages: Vec<ExplainedStage>,
+    /// From the request to the maps on the host.
+    pub latency: Duration,
+    /// Whether the support features came from the cache.
+    pub cache: CacheUse,
+}
+
+impl Explanation {
+    /// Heatmap of `stage` for support slice number `n` (position in
+    /// [`Self::support_slices`]) at the native `width × height` of the support slice;
+    /// zero outside the region of interest.
+    pub fn native_heatmap(
+        &self,
+        stage: usize,
+        n: usize,
+        width: usize,
+        height: usize,
+    ) -> Image2D<f32> {
+        let grid_map = &self.stages[stage].maps[n];
+        // Grid cells to model pixels: each cell covers stride × stride pixels.
+        let on_model = crate::volume::resample_region_bilinear(
+            grid_map,
+            &Region::full(grid_map.width, grid_map.height),
+            self.model_size,
+            self.model_size,
+            None,
+        );
+        paste_region_bilinear(&on_model, &self.region, width, height, 0.0)
+    }
+}
+
+/// Model, device and support cache.
+pub struct Predictor {
+    model: Model,
+    device: ComputeDevice,
+    attention_cache: Recent<SupportAttention>,
+    values_cache: Recent<SupportValues>,
+}
+
+impl Predictor {
+    /// A predictor for `model`, which must already live on `device.device`.
+    pub fn new(model: Model, device: ComputeDevice) -> Self {
+        Self {
+            model,
+            device,
+            attention_cache: Recent {
+                entries: Vec::new(),
+            },
+            values_cache: Recent {
+                entries: Vec::new(),
+            },
+        }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The device.
+    pub fn device(&self) -> &ComputeDevice {
+        &self.device
+    }
+
+    /// Model input size.
+    pub fn input_size(&self) -> usize {
+        self.model.config().input_size
+    }
+
+    /// Forgets all cached support features.
+    pub fn clear_cache(&mut self) {
+        self.attention_cache.entries.clear();
+        self.values_cache.entries.clear();
+    }
+
+    /// Resamples and normalises the support slices and their masks.
+    pub fn prepare_support(
+        &self,
+        support: &SupportSet,
+        roi: RoiMode,
+    ) -> Result<PreparedSupport, EngineError> {
+        support.validate()?;
+        let size = self.input_size();
+        let region = support.region(roi);
+        let mut images = Vec::with_capacity(support.slices.len() * size * size);
+        let mut masks = Vec::with_capacity(support.slices.len() * size * size);
+        for s in &support.slices {
+            let slice = support.volume.slice(support.axis, s.index);
+            images.extend(image_input(&slice, support.volume.modality, &region, size).data);
+            masks.extend(mask_input(&s.mask, &region, size).data);
+        }
+        let image_key = hash_floats(&[&images], size);
+        let mask_key = hash_floats(&[&images, &masks], size);
+        Ok(PreparedSupport {
+            region,
+            count: support.slices.len(),
+            images,
+            masks,
+            image_key,
+            mask_key,
+        })
+    }
+
+    fn tensor(&self, data: Vec<f32>, n: usize) -> Tensor<4> {
+        let size = self.input_size();
+        Tensor::from_data(
+            TensorData::new(data, [n, 1, size, size]),
+            &self.device.device,
+        )
+    }
+
+    /// The image-only support features, from the cache when possible.
+    pub fn support_attention(&mut self, prepared: &PreparedSupport) -> (SupportAttention, bool) {
+        if let Some(hit) = self.attention_cache.get(prepared.image_key) {
+            return (hit, true);
+        }
+        let images = self.tensor(prepared.images.clone(), prepared.count);
+        let features = self.model.encode_support_attention(images);
+        self.attention_cache
+            .put(prepared.image_key, features.clone());
+        (features, false)
+    }
+
+    /// All support features, from the cache when possible.
+    pub fn support_features(&mut self, prepared: &PreparedSupport) -> (SupportFeatures, CacheUse) {
+        let (attention, images_cached) = self.support_attention(prepared);
+        if let Some(values) = self.values_cache.get(prepared.mask_key) {
+            let cache = if images_cached {
+                CacheUse::Hit
+            } else {
+                CacheUse::ImagesCached
+            };
+            return (SupportFeatures { attention, values }, cache);
+        }
+        let images = self.tensor(prepared.images.clone(), prepared.count);
+        let masks = self.tensor(prepared.masks.clone(), prepared.count);
+        let values = self.model.encode_support_values(images, masks);
+        self.values_cache.put(prepared.mask_key, values.clone());
+        let cache = if images_cached {
+            CacheUse::ImagesCached
+        } else {
+            CacheUse::Miss
+        };
+        (SupportFeatures { attention, values }, cache)
+    }
+
+    /// Segments query slices of `volume` across `axis` (one batch): probabilities at
+    /// native slice resolution, in the order of `slices`.
+    pub fn predict_batch(
+        &self,
+        features: &SupportFeatures,
+        volume: &Volume,
+        axis: Axis,
+        slices: &[usize],
+        region: &Region,
+    ) -> Result<(Vec<Image2D<f32>>, BatchTimings), EngineError> {
+        let count = volume.geometry().slice_count(axis);
+        if let Some(&bad) = slices.iter().find(|&&i| i >= count) {
+            return Err(EngineError::SliceOutOfRange { index: bad, count });
+        }
+        let size = self.input_size();
+        let (w, h) = volume.geometry().slice_dims(axis);
+        let mut timings = BatchTimings::default();
+
+        let start = Instant::now();
+        let mut data = Vec::with_capacity(slices.len() * size * size);
+        for &i in slices {
+            data.extend(image_input(&volume.slice(axis, i), volume.modality, region, size).data);
+        }
+        timings.preprocessing = start.elapsed();
+
+        let start = Instant::now();
+        let query = self.tensor(data, slices.len());
+        let probabilities: Vec<f32> = self
+            .model
+            .forward_query(features, query)
+            .probabilities()
+            .into_data()
+            .try_into_vec::<f32>()
+            .map_err(|e| EngineError::Compute {
+                message: format!("{e:?}"),
+            })?;
+        timings.inference = start.elapsed();
+
+        let start = Instant::now();
+        let out = probabilities
+            .chunks_exact(size * size)
+            .map(|p| {
+                paste_region_bilinear(&Image2D::new(size, size, p.to_vec()), region, w, h, 0.0)
+            })
+            .collect();
+        timings.postprocessing = start.elapsed();
+        Ok((out, timings))
+    }
+
+    /// The attention maps for `pixel` `[x, y]` of query slice `query_slice`.
+    pub fn explain(
+        &mut self,
+        support: &SupportSet,
+        roi: RoiMode,
+        query_slice: usize,
+        pixel: [usize; 2],
+    ) -> Result<Explanation, EngineError> {
+        let start = Instant::now();
+        let prepared = self.prepare_support(support, roi)?;
+        let (attention, cached) = self.support_attention(&prepared);
+        let volume = &support.volume;
+        let count = volume.geometry().slice_count(support.axis);
+        if query_slice >= count {
+            return Err(EngineError::SliceOutOfRange {
+                index: query_slice,
+                count,
+            });
+        }
+        let size = self.input_size();
+        let region = prepared.region;
+        let (u, v) = native_to_model(&region, size, pixel[0] as f64, pixel[1] as f64)
+            .ok_or(EngineError::PixelOutsideRegion { pixel })?;
+        let query = image_input(
+            &volume.slice(support.axis, query_slice),
+            volume.modality,
+            &region,
+            size,
+        );
+        let stages = self
+            .model
+            .attention_maps(&attention, self.tensor(query.data, 1));
+        let s = prepared.count;
+        let mut explained = Vec::with_capacity(3);
+        for stage in stages {
+            let [gh, gw] = stage.grid;
+            let cx = ((u / stage.stride as f64) as usize).min(gw - 1);
+            let cy = ((v / stage.stride as f64) as usize).min(gh - 1);
+            let row = cy * gw + cx;
+            let cells = gh * gw;
+            let values: Vec<f32> = stage
+                .map
+                .slice([0..1, row..row + 1, 0..s * cells])
+                .into_data()
+                .try_into_vec::<f32>()
+                .map_err(|e| EngineError::Compute {
+                    message: format!("{e:?}"),
+                })?;
+            let maps: Vec<Image2D<f32>> = values
+                .chunks_exact(cells)
+                .map(|c| Image2D::new(gw, gh, c.to_vec()))
+                .collect();
+            let support_mass: Vec<f32> = maps.iter().map(|m| m.data.iter().sum()).collect();
+            explained.push(ExplainedStage {
+                stride: stage.stride,
+                grid: stage.grid,
+                query_cell: [cx, cy],
+                query_mass: support_mass.iter().sum(),
+                maps,
+                support_mass,
+            });
+        }
+        Ok(Explanation {
+            query_slice,
+            pixel,
+            support_slices: support.slices.iter().map(|s| s.index).collect(),
+            region,
+            model_size: size,
+            stages: explained,
+            latency: start.elapsed(),
+            cache: if cached {
+                CacheUse::Hit
+            } else {
+                CacheUse::Miss
+            },
+        })
+    }
+}
