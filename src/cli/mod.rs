@@ -5,6 +5,7 @@ mod eval;
 mod explain;
 mod inference;
 mod propagate;
+mod train;
 
 pub use bench::BenchArgs;
 pub use explain::ExplainArgs;
@@ -35,6 +36,8 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Measure parameter counts, FLOPs, speed and memory of the network.
     Bench(BenchArgs),
+    /// Train the network on image/label folders.
+    Train(train::TrainArgs),
 }
 
 /// Runs a subcommand.
@@ -44,6 +47,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Propagate(args) => propagate::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Train(args) => train::run(args),
     }
 }
 
