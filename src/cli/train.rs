@@ -134,9 +134,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     eprintln!("{} validation episodes", validation.len());
 
     let tty = std::io::stderr().is_terminal();
+    let episodes_per_step = cfg.episodes_per_step as f64;
     let mut on_step = |r: &train::StepReport| {
-        let remaining =
-            (r.steps - r.step) as f64 * 2.0f64.max(1.0) / r.episodes_per_second.max(1e-9);
+        let remaining_s =
+            (r.steps - r.step) as f64 * episodes_per_step / r.episodes_per_second.max(1e-9);
         let width = 24;
         let filled = width * r.step / r.steps.max(1);
         let bar: String = (0..width)
@@ -150,7 +151,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             r.loss_avg,
             r.learning_rate,
             r.episodes_per_second,
-            remaining / 60.0 / 2.0
+            remaining_s / 60.0
         );
         if tty {
             eprint!("\r{line}");
