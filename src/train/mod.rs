@@ -354,6 +354,52 @@ pub fn validate(model: &Model, episodes: &[Episode], device: &Device) -> (f64, f
     (loss / episodes.len().max(1) as f64, dice / n.max(1) as f64)
 }
 
+/// Episodes drawn ahead of the optimiser by worker threads, handed out in index order
+/// (so a run is the same whatever the number of workers).
+struct Prefetch {
+    rx: crossbeam_channel::Receiver<(u64, Option<Episode>)>,
+    ready: std::collections::BTreeMap<u64, Option<Episode>>,
+}
+
+impl Prefetch {
+    fn start<'scope, 'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        data: &'env TrainingData,
+        cfg: &'env TrainConfig,
+        first: u64,
+    ) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = (cores.saturating_sub(1)).clamp(1, 8) as u64;
+        let (tx, rx) =
+            crossbeam_channel::bounded(4 * cfg.episodes_per_step.max(1) * workers as usize);
+        for w in 0..workers {
+            let tx = tx.clone();
+            scope.spawn(move || {
+                let mut n = first + w;
+                // Ends when the trainer drops the receiver.
+                while tx.send((n, data.episode(cfg, n))).is_ok() {
+                    n += workers;
+                }
+            });
+        }
+        Self {
+            rx,
+            ready: Default::default(),
+        }
+    }
+
+    /// Episode `n` (indices must be asked for in increasing order).
+    fn take(&mut self, n: u64) -> Option<Episode> {
+        loop {
+            if let Some(ep) = self.ready.remove(&n) {
+                return ep;
+            }
+            let (m, ep) = self.rx.recv().ok()?;
+            self.ready.insert(m, ep);
+        }
+    }
+}
+
 /// Trains (or resumes) a run. Returns the final state.
 pub fn train(
     config: TrainConfig,
@@ -379,9 +425,11 @@ pub fn train(
                 .load(&files.optimizer)
                 .map_err(|e| anyhow::anyhow!("cannot load the optimiser state: {e:?}"))?;
         }
-        // The stored configuration wins, except for the length of the run.
+        // The stored configuration wins, except for the length of the run and the
+        // episodes per step (a bigger device takes bigger steps).
         let mut state = state;
         state.config.steps = config.steps;
+        state.config.episodes_per_step = config.episodes_per_step;
         (model, state)
     } else {
         let model = config.model.init(&device);
@@ -416,84 +464,92 @@ pub fn train(
         crate::io::write_atomic(&files.state, &serde_json::to_vec_pretty(state)?)?;
         Ok(())
     };
-    while state.step < cfg.steps {
-        if session
-            .time_limit_s
-            .is_some_and(|t| started.elapsed().as_secs_f64() > t)
-        {
-            break;
-        }
-        let step = state.step;
-        model.set_top_k0(cfg.top_k0_at(step));
-        let mut total: Option<Tensor<1>> = None;
-        for e in 0..cfg.episodes_per_step {
-            let n = (step * cfg.episodes_per_step + e) as u64;
-            let Some(ep) = data.episode(&cfg, n) else {
-                continue;
-            };
-            let (loss, _) = episode_loss(&model, &ep, &device);
-            total = Some(match total {
-                Some(t) => t + loss,
-                None => loss,
-            });
-            episodes_done += 1;
-        }
-        let Some(total) = total else {
-            anyhow::bail!("no training episode could be drawn: the data holds no usable structure");
-        };
-        let loss = total / cfg.episodes_per_step as f64;
-        let loss_value = loss.clone().inner().into_scalar::<f32>() as f64;
-        anyhow::ensure!(
-            loss_value.is_finite(),
-            "the training loss diverged at step {step} ({loss_value})"
-        );
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let lr = cfg.learning_rate_at(step);
-        model = optim.step(lr, model, grads);
-        model = model.ema_update(cfg.ema_mu);
-        state.step += 1;
-        state.loss_avg = if state.loss_avg.is_finite() {
-            0.98 * state.loss_avg + 0.02 * loss_value
-        } else {
-            loss_value
-        };
-        state.wall_seconds = wall_before + started.elapsed().as_secs_f64();
-        let report = StepReport {
-            step: state.step,
-            steps: cfg.steps,
-            loss: loss_value,
-            loss_avg: state.loss_avg,
-            learning_rate: lr,
-            episodes_per_second: episodes_done as f64 / started.elapsed().as_secs_f64().max(1e-9),
-        };
-        (session.on_step)(&report);
-        use std::io::Write as _;
-        writeln!(log, "{}", serde_json::to_string(&report)?)?;
-        let validate_now = state.step % cfg.validate_every == 0 || state.step == cfg.steps;
-        if validate_now && !validation.is_empty() {
-            let (vloss, vdice) = validate(&model.valid(), validation, &session.device);
-            let v = Validation {
-                step: state.step,
-                loss: vloss,
-                dice: vdice,
-            };
-            let best = state.validations.iter().all(|old| v.dice > old.dice);
-            writeln!(
-                log,
-                "{}",
-                serde_json::json!({ "validation": &v, "best": best })
-            )?;
-            state.validations.push(v.clone());
-            if best {
-                state.best_step = Some(state.step);
-                model.save_weights(&files.best)?;
+    let first_episode = (state.step * cfg.episodes_per_step) as u64;
+    let model = std::thread::scope(|scope| -> anyhow::Result<Model> {
+        let mut prefetch = Prefetch::start(scope, data, &cfg, first_episode);
+        while state.step < cfg.steps {
+            if session
+                .time_limit_s
+                .is_some_and(|t| started.elapsed().as_secs_f64() > t)
+            {
+                break;
             }
-            (session.on_validation)(&v, best);
+            let step = state.step;
+            model.set_top_k0(cfg.top_k0_at(step));
+            let mut total: Option<Tensor<1>> = None;
+            for e in 0..cfg.episodes_per_step {
+                let n = (step * cfg.episodes_per_step + e) as u64;
+                let Some(ep) = prefetch.take(n) else {
+                    continue;
+                };
+                let (loss, _) = episode_loss(&model, &ep, &device);
+                total = Some(match total {
+                    Some(t) => t + loss,
+                    None => loss,
+                });
+                episodes_done += 1;
+            }
+            let Some(total) = total else {
+                return Err(anyhow::anyhow!(
+                    "no training episode could be drawn: the data holds no usable structure"
+                ));
+            };
+            let loss = total / cfg.episodes_per_step as f64;
+            let loss_value = loss.clone().inner().into_scalar::<f32>() as f64;
+            anyhow::ensure!(
+                loss_value.is_finite(),
+                "the training loss diverged at step {step} ({loss_value})"
+            );
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let lr = cfg.learning_rate_at(step);
+            model = optim.step(lr, model, grads);
+            model = model.ema_update(cfg.ema_mu);
+            state.step += 1;
+            state.loss_avg = if state.loss_avg.is_finite() {
+                0.98 * state.loss_avg + 0.02 * loss_value
+            } else {
+                loss_value
+            };
+            state.wall_seconds = wall_before + started.elapsed().as_secs_f64();
+            let report = StepReport {
+                step: state.step,
+                steps: cfg.steps,
+                loss: loss_value,
+                loss_avg: state.loss_avg,
+                learning_rate: lr,
+                episodes_per_second: episodes_done as f64
+                    / started.elapsed().as_secs_f64().max(1e-9),
+            };
+            (session.on_step)(&report);
+            use std::io::Write as _;
+            writeln!(log, "{}", serde_json::to_string(&report)?)?;
+            let validate_now = state.step % cfg.validate_every == 0 || state.step == cfg.steps;
+            if validate_now && !validation.is_empty() {
+                let (vloss, vdice) = validate(&model.valid(), validation, &session.device);
+                let v = Validation {
+                    step: state.step,
+                    loss: vloss,
+                    dice: vdice,
+                };
+                let best = state.validations.iter().all(|old| v.dice > old.dice);
+                writeln!(
+                    log,
+                    "{}",
+                    serde_json::json!({ "validation": &v, "best": best })
+                )?;
+                state.validations.push(v.clone());
+                if best {
+                    state.best_step = Some(state.step);
+                    model.save_weights(&files.best)?;
+                }
+                (session.on_validation)(&v, best);
+            }
+            if state.step % session.checkpoint_every == 0 || validate_now {
+                checkpoint(&model, &optim, &state)?;
+            }
         }
-        if state.step % session.checkpoint_every == 0 || validate_now {
-            checkpoint(&model, &optim, &state)?;
-        }
-    }
+        Ok(model)
+    })?;
     checkpoint(&model, &optim, &state)?;
     Ok(state)
 }
