@@ -27,11 +27,13 @@
 
 pub mod cli;
 pub mod engine;
+pub mod eval;
 pub mod io;
 pub mod model;
 pub mod session;
 #[doc(hidden)]
 pub mod testing;
+pub mod train;
 #[cfg(feature = "gui")]
 pub mod ui;
 pub mod volume;

@@ -11,8 +11,8 @@ use clap::Args;
 
 use super::inference::peak_memory_bytes;
 use crate::engine::{
-    DeviceChoice, Predictor, RoiMode, SupportSet, SupportSlice, load_model, select_device,
-    WeightsChoice,
+    DeviceChoice, Predictor, RoiMode, SupportSet, SupportSlice, WeightsChoice, load_model,
+    select_device,
 };
 use crate::model::ModelConfig;
 use crate::volume::{Axis, Geometry, Image2D, Modality, Volume};
@@ -41,6 +41,10 @@ pub struct BenchArgs {
     /// Timed explanation clicks (median reported).
     #[arg(long, default_value_t = 20)]
     pub repeat: usize,
+    /// Also run one batch on the CPU with the same weights and report the largest
+    /// probability difference (checks a GPU against the reference backend).
+    #[arg(long)]
+    pub check_against_cpu: bool,
     /// Also write the figures as JSON.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -64,6 +68,7 @@ struct ConfigBench {
     propagate_seconds_incl_support: f64,
     explain_latency_ms_median: f64,
     explain_latency_ms_min: f64,
+    max_abs_difference_to_cpu: Option<f32>,
     peak_memory_mb_so_far: Option<f64>,
 }
 
@@ -107,7 +112,10 @@ fn synthetic_ct(slices: usize) -> (Arc<Volume>, Vec<Image2D<u8>>) {
         }
         masks.push(mask);
     }
-    (Arc::new(Volume::new(g, voxels, Modality::Ct).expect("sizes match")), masks)
+    (
+        Arc::new(Volume::new(g, voxels, Modality::Ct).expect("sizes match")),
+        masks,
+    )
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -126,7 +134,10 @@ fn bench_config(
     query_slices: usize,
 ) -> anyhow::Result<ConfigBench> {
     let name = config.name().to_string();
-    eprintln!("[{name}] building the model and a synthetic 512×512×{} CT", query_slices + args.support);
+    eprintln!(
+        "[{name}] building the model and a synthetic 512×512×{} CT",
+        query_slices + args.support
+    );
     let (model, _) = load_model(&config, &WeightsChoice::Random, &device.device)?;
     let trainable = model.trainable_param_count();
     let ema = model.ema_param_count();
@@ -137,6 +148,11 @@ fn bench_config(
         .collect();
     let flops_query = model.flops_per_query(args.support);
     let flops_support = model.flops_support_encoding(args.support);
+    let weights = if args.check_against_cpu {
+        Some(model.weights_to_bytes().map_err(|e| anyhow::anyhow!(e))?)
+    } else {
+        None
+    };
     let mut predictor = Predictor::new(model, device.clone());
 
     let total = query_slices + args.support;
@@ -162,7 +178,13 @@ fn bench_config(
     // Warm-up (first kernels, autotuning on GPUs).
     let prepared = predictor.prepare_support(&support, roi)?;
     let (features, _) = predictor.support_features(&prepared);
-    predictor.predict_batch(&features, &volume, Axis::K, &queries[..args.batch.min(queries.len())], &prepared.region)?;
+    predictor.predict_batch(
+        &features,
+        &volume,
+        Axis::K,
+        &queries[..args.batch.min(queries.len())],
+        &prepared.region,
+    )?;
 
     // Support encoding, cold cache.
     let mut encodings = Vec::new();
@@ -178,14 +200,19 @@ fn bench_config(
     let support_encoding = median(encodings);
 
     // Propagation of every query slice, including support encoding.
-    eprintln!("[{name}] propagating {} slices with S = {}", queries.len(), args.support);
+    eprintln!(
+        "[{name}] propagating {} slices with S = {}",
+        queries.len(),
+        args.support
+    );
     predictor.clear_cache();
     let t = Instant::now();
     let prepared = predictor.prepare_support(&support, roi)?;
     let (features, _) = predictor.support_features(&prepared);
     let mut inference = Duration::ZERO;
     for batch in queries.chunks(args.batch.max(1)) {
-        let (_, timings) = predictor.predict_batch(&features, &volume, Axis::K, batch, &prepared.region)?;
+        let (_, timings) =
+            predictor.predict_batch(&features, &volume, Axis::K, batch, &prepared.region)?;
         inference += timings.inference;
     }
     let propagate = t.elapsed();
@@ -200,8 +227,37 @@ fn bench_config(
     }
     clicks.sort();
 
-    let per_slice_end_to_end = (propagate.saturating_sub(support_encoding)).as_secs_f64() * 1000.0
-        / queries.len() as f64;
+    // The same batch on the CPU with the same weights.
+    let max_abs_difference_to_cpu = match &weights {
+        None => None,
+        Some(bytes) => {
+            eprintln!("[{name}] checking one batch against the CPU");
+            let batch = &queries[..args.batch.min(queries.len())];
+            let (on_device, _) =
+                predictor.predict_batch(&features, &volume, Axis::K, batch, &prepared.region)?;
+            let cpu_model = crate::model::Model::load_weights_from_bytes(
+                &config,
+                bytes,
+                std::path::Path::new("<memory>"),
+                &burn::tensor::Device::flex(),
+            )?;
+            let mut cpu = Predictor::new(cpu_model, crate::engine::ComputeDevice::cpu());
+            let cpu_prepared = cpu.prepare_support(&support, roi)?;
+            let (cpu_features, _) = cpu.support_features(&cpu_prepared);
+            let (on_cpu, _) =
+                cpu.predict_batch(&cpu_features, &volume, Axis::K, batch, &cpu_prepared.region)?;
+            Some(
+                on_device
+                    .iter()
+                    .zip(&on_cpu)
+                    .flat_map(|(a, b)| a.data.iter().zip(&b.data).map(|(x, y)| (x - y).abs()))
+                    .fold(0.0f32, f32::max),
+            )
+        }
+    };
+
+    let per_slice_end_to_end =
+        (propagate.saturating_sub(support_encoding)).as_secs_f64() * 1000.0 / queries.len() as f64;
     Ok(ConfigBench {
         config: name,
         input_size: config.input_size,
@@ -219,6 +275,7 @@ fn bench_config(
         propagate_seconds_incl_support: propagate.as_secs_f64(),
         explain_latency_ms_median: ms(clicks[clicks.len() / 2]),
         explain_latency_ms_min: ms(clicks[0]),
+        max_abs_difference_to_cpu,
         peak_memory_mb_so_far: peak_memory_bytes().map(|b| b as f64 / (1024.0 * 1024.0)),
     })
 }
@@ -228,7 +285,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let device = select_device(args.device)?;
     eprintln!("device: {}", device.description);
     let mut configs = Vec::new();
-    for name in args.configs.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    for name in args
+        .configs
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         let (config, slices) = match name {
             "lite" => (ModelConfig::lite(), args.slices),
             "paper" => (ModelConfig::paper(), args.paper_slices),
@@ -256,7 +318,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 fn print_bench(b: &ConfigBench) {
-    println!("== {} ({}×{} input, S = {}, batch {}) ==", b.config, b.input_size, b.input_size, b.support_slices, b.batch);
+    println!(
+        "== {} ({}×{} input, S = {}, batch {}) ==",
+        b.config, b.input_size, b.input_size, b.support_slices, b.batch
+    );
     println!(
         "parameters: {:.2} M trainable + {:.2} M EMA twin",
         b.trainable_params as f64 / 1e6,
@@ -270,8 +335,14 @@ fn print_bench(b: &ConfigBench) {
         b.gflops_per_query_slice, b.gflops_support_encoding
     );
     println!("support encoding:        {:>9.1} ms", b.support_encoding_ms);
-    println!("query slice (network):   {:>9.1} ms", b.ms_per_query_slice_inference);
-    println!("query slice (end to end):{:>9.1} ms", b.ms_per_query_slice_end_to_end);
+    println!(
+        "query slice (network):   {:>9.1} ms",
+        b.ms_per_query_slice_inference
+    );
+    println!(
+        "query slice (end to end):{:>9.1} ms",
+        b.ms_per_query_slice_end_to_end
+    );
     println!(
         "propagate {} slices:     {:>9.2} s (incl. support encoding)",
         b.propagated_slices, b.propagate_seconds_incl_support
@@ -280,4 +351,7 @@ fn print_bench(b: &ConfigBench) {
         "explain latency:         {:>9.1} ms median ({:.1} min), support cached",
         b.explain_latency_ms_median, b.explain_latency_ms_min
     );
+    if let Some(d) = b.max_abs_difference_to_cpu {
+        println!("max |p_device − p_cpu|:  {d:>9.2e} (one batch, same weights)");
+    }
 }

@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::inference::{
-    ModelArgs, axis_from_index, parse_pixel, parse_slices, peak_memory_bytes, start_engine,
+    ModelArgs, Pixel, SliceList, axis_from_index, peak_memory_bytes, start_engine,
     support_from_labels,
 };
 use crate::engine::{Engine, Event, Explanation, JobRequest, SupportSet};
@@ -30,8 +30,8 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "ANN")]
     pub annotations: PathBuf,
     /// The annotated slices (the support set), e.g. 12,30,48.
-    #[arg(long, value_parser = parse_slices)]
-    pub slices: Vec<usize>,
+    #[arg(long, value_name = "LIST")]
+    pub slices: SliceList,
     /// Only voxels equal to this label count (default: any nonzero).
     #[arg(long)]
     pub label: Option<LabelValue>,
@@ -42,8 +42,8 @@ pub struct ExplainArgs {
     #[arg(long)]
     pub query_slice: usize,
     /// The clicked pixel X,Y (column, row) of the query slice.
-    #[arg(long, value_parser = parse_pixel)]
-    pub pixel: [usize; 2],
+    #[arg(long, value_name = "X,Y")]
+    pub pixel: Pixel,
     /// Folder for the PNGs and explain.json (created if missing).
     #[arg(long, value_name = "DIR")]
     pub out_dir: PathBuf,
@@ -111,8 +111,15 @@ fn explain_once(
         pixel,
     });
     loop {
-        match engine.events().recv().context("the inference engine stopped")? {
-            Event::Explained { id: got, explanation } if got == id => return Ok(explanation),
+        match engine
+            .events()
+            .recv()
+            .context("the inference engine stopped")?
+        {
+            Event::Explained {
+                id: got,
+                explanation,
+            } if got == id => return Ok(explanation),
             Event::Failed { id: got, error } if got == id => return Err(error.into()),
             _ => {}
         }
@@ -121,9 +128,7 @@ fn explain_once(
 
 /// Runs `icseg explain`.
 pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
-    if args.slices.is_empty() {
-        bail!("list the annotated slices with --slices, e.g. --slices 12,30,48");
-    }
+    let pixel = args.pixel.0;
     let axis = axis_from_index(args.axis)?;
     let loaded = io::open_volume(&args.image)?;
     for warning in &loaded.warnings {
@@ -139,41 +144,45 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         );
     }
     let (w, h) = volume.geometry().slice_dims(axis);
-    if args.pixel[0] >= w || args.pixel[1] >= h {
+    if pixel[0] >= w || pixel[1] >= h {
         bail!(
             "pixel {},{} lies outside the {w}×{h} slice",
-            args.pixel[0],
-            args.pixel[1]
+            pixel[0],
+            pixel[1]
         );
     }
     let support = Arc::new(support_from_labels(
         volume.clone(),
         &annotations,
         axis,
-        &args.slices,
+        &args.slices.0,
         args.label,
     )?);
     let (engine, info) = start_engine(args.model.engine_config())?;
 
     // The first click encodes the support set; the timed ones find it cached.
-    let first = explain_once(&engine, &support, args.query_slice, args.pixel)?;
+    let first = explain_once(&engine, &support, args.query_slice, pixel)?;
     let mut latencies = Vec::new();
     let mut explanation = first.clone();
     for _ in 0..args.repeat.max(1) {
-        explanation = explain_once(&engine, &support, args.query_slice, args.pixel)?;
+        explanation = explain_once(&engine, &support, args.query_slice, pixel)?;
         latencies.push(explanation.latency);
     }
     latencies.sort();
     let median = latencies[latencies.len() / 2];
 
-    std::fs::create_dir_all(&args.out_dir)
-        .with_context(|| format!("could not create the output folder: {}", args.out_dir.display()))?;
+    std::fs::create_dir_all(&args.out_dir).with_context(|| {
+        format!(
+            "could not create the output folder: {}",
+            args.out_dir.display()
+        )
+    })?;
     let stages = write_pngs(&args.out_dir, &support, &explanation, volume.modality)?;
     let query_png = args.out_dir.join("query.png");
     let query = support.volume.slice(axis, args.query_slice);
     let mut rgb = grey(&query, volume.modality);
     draw_region(&mut rgb, &explanation.region);
-    draw_cross(&mut rgb, args.pixel);
+    draw_cross(&mut rgb, pixel);
     save_png(&rgb, &query_png)?;
 
     let report = ExplainReport {
@@ -181,7 +190,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         model: info.model.clone(),
         weights_trained: matches!(info.weights, crate::engine::WeightsStatus::Loaded(_)),
         query_slice: args.query_slice,
-        pixel: args.pixel,
+        pixel,
         region: explanation.region,
         stages,
         latency: Latency {
@@ -235,7 +244,10 @@ fn write_pngs(
             overlay_heat(&mut rgb, heat, peak);
             draw_contour(&mut rgb, &slice.mask);
             draw_region(&mut rgb, &explanation.region);
-            let name = format!("stride{:02}_support{:02}_slice{:04}.png", stage.stride, n, slice.index);
+            let name = format!(
+                "stride{:02}_support{:02}_slice{:04}.png",
+                stage.stride, n, slice.index
+            );
             save_png(&rgb, &dir.join(&name))?;
             support_report.push(SupportMass {
                 slice: slice.index,
@@ -264,9 +276,8 @@ struct Rgb {
 impl Rgb {
     fn blend(&mut self, x: usize, y: usize, colour: [u8; 3], alpha: f32) {
         let i = 3 * (x + self.width * y);
-        for c in 0..3 {
-            let old = self.data[i + c] as f32;
-            self.data[i + c] = (old * (1.0 - alpha) + colour[c] as f32 * alpha).round() as u8;
+        for (value, &c) in self.data[i..i + 3].iter_mut().zip(&colour) {
+            *value = (*value as f32 * (1.0 - alpha) + c as f32 * alpha).round() as u8;
         }
     }
 }
@@ -277,7 +288,12 @@ fn grey(image: &Image2D<f32>, modality: Modality) -> Rgb {
     let (lo, hi) = match modality {
         Modality::Ct => (-160.0, 240.0),
         _ => {
-            let mut v: Vec<f32> = image.data.iter().copied().filter(|x| x.is_finite()).collect();
+            let mut v: Vec<f32> = image
+                .data
+                .iter()
+                .copied()
+                .filter(|x| x.is_finite())
+                .collect();
             v.sort_by(f32::total_cmp);
             if v.is_empty() {
                 (0.0, 1.0)
@@ -346,8 +362,14 @@ fn draw_contour(rgb: &mut Rgb, mask: &Image2D<u8>) {
 fn draw_region(rgb: &mut Rgb, region: &Region) {
     let clamp_x = |v: f64| (v.round().max(0.0) as usize).min(rgb.width - 1);
     let clamp_y = |v: f64| (v.round().max(0.0) as usize).min(rgb.height - 1);
-    let (x0, x1) = (clamp_x(region.x0 + 0.5), clamp_x(region.x0 + region.width - 0.5));
-    let (y0, y1) = (clamp_y(region.y0 + 0.5), clamp_y(region.y0 + region.height - 0.5));
+    let (x0, x1) = (
+        clamp_x(region.x0 + 0.5),
+        clamp_x(region.x0 + region.width - 0.5),
+    );
+    let (y0, y1) = (
+        clamp_y(region.y0 + 0.5),
+        clamp_y(region.y0 + region.height - 0.5),
+    );
     for x in x0..=x1 {
         rgb.blend(x, y0, [60, 140, 255], 0.8);
         rgb.blend(x, y1, [60, 140, 255], 0.8);

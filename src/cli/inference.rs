@@ -61,7 +61,9 @@ fn parse_config(s: &str) -> Result<ConfigName, String> {
     match s {
         "lite" => Ok(ConfigName::Lite),
         "paper" => Ok(ConfigName::Paper),
-        other => Err(format!("unknown configuration `{other}`; use lite or paper")),
+        other => Err(format!(
+            "unknown configuration `{other}`; use lite or paper"
+        )),
     }
 }
 
@@ -82,6 +84,28 @@ impl ModelArgs {
                 RoiMode::default()
             },
         }
+    }
+}
+
+/// A comma-separated list of slice indices (`--slices 12,30,48`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SliceList(pub Vec<usize>);
+
+impl std::str::FromStr for SliceList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_slices(s).map(SliceList)
+    }
+}
+
+/// A clicked pixel `X,Y` (`--pixel 120,87`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pixel(pub [usize; 2]);
+
+impl std::str::FromStr for Pixel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_pixel(s).map(Pixel)
     }
 }
 
@@ -139,7 +163,9 @@ pub fn support_from_labels(
     let mut support = Vec::new();
     for &index in slices {
         if index >= count {
-            bail!("annotated slice {index} does not exist: the image has {count} slices on this axis");
+            bail!(
+                "annotated slice {index} does not exist: the image has {count} slices on this axis"
+            );
         }
         let mask = labels
             .slice(axis, index)
@@ -166,7 +192,10 @@ pub fn start_engine(config: EngineConfig) -> anyhow::Result<(Engine, EngineInfo)
                 WeightsStatus::RandomInit => eprintln!(
                     "weights: none found (looked for {}); running with RANDOM weights — predictions are meaningless until trained weights are given with --weights",
                     default_weights_path(&model)
-                        .unwrap_or_else(|| PathBuf::from(format!("weights/icseg-{}.bpk", model.name())))
+                        .unwrap_or_else(|| PathBuf::from(format!(
+                            "weights/icseg-{}.bpk",
+                            model.name()
+                        )))
                         .display()
                 ),
             }

@@ -1,9 +1,15 @@
 //! Headless subcommands. The GUI and these commands share the same library code paths.
 
 mod bench;
+mod eval;
+mod explain;
 mod inference;
+mod propagate;
+mod train;
 
 pub use bench::BenchArgs;
+pub use explain::ExplainArgs;
+pub use propagate::PropagateArgs;
 
 use clap::{Parser, Subcommand};
 
@@ -22,13 +28,95 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Score propagation methods on image/label pairs with simulated annotations.
+    Eval(eval::EvalArgs),
+    /// Segment every slice of an image from a few annotated slices.
+    Propagate(PropagateArgs),
+    /// Show what the network looked at for one clicked pixel (attention heatmaps).
+    Explain(ExplainArgs),
     /// Measure parameter counts, FLOPs, speed and memory of the network.
     Bench(BenchArgs),
+    /// Train the network on image/label folders.
+    Train(train::TrainArgs),
 }
 
 /// Runs a subcommand.
 pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Eval(args) => eval::run(args),
+        Command::Propagate(args) => propagate::run(args),
+        Command::Explain(args) => explain::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Train(args) => train::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn propagate_parses_the_documented_arguments() {
+        let cli = Cli::try_parse_from([
+            "icseg",
+            "propagate",
+            "--image",
+            "ct.nii.gz",
+            "--annotations",
+            "ann.nii.gz",
+            "--slices",
+            "12,30,48",
+            "--label",
+            "3",
+            "--axis",
+            "2",
+            "--out",
+            "pred.nii.gz",
+            "--weights",
+            "w.bpk",
+            "--device",
+            "cpu",
+            "--report",
+            "r.json",
+        ])
+        .unwrap();
+        match cli.command {
+            Some(Command::Propagate(args)) => {
+                assert_eq!(args.slices.0, vec![12, 30, 48]);
+                assert_eq!(args.label, Some(3));
+                assert_eq!(args.model.device, crate::engine::DeviceChoice::Cpu);
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from([
+            "icseg",
+            "explain",
+            "--image",
+            "ct",
+            "--annotations",
+            "a",
+            "--slices",
+            "4",
+            "--query-slice",
+            "9",
+            "--pixel",
+            "120,87",
+            "--out-dir",
+            "d",
+            "--repeat",
+            "3",
+        ])
+        .unwrap();
+        match cli.command {
+            Some(Command::Explain(args)) => assert_eq!(args.pixel.0, [120, 87]),
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["icseg", "propagate", "--slices", "x"]).is_err());
     }
 }

@@ -9,8 +9,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::inference::{
-    ModelArgs, axis_from_index, parse_slices, peak_memory_bytes, start_engine,
-    support_from_labels,
+    ModelArgs, SliceList, axis_from_index, peak_memory_bytes, start_engine, support_from_labels,
 };
 use crate::engine::{Event, JobRequest, PropagationStats};
 use crate::io;
@@ -26,8 +25,8 @@ pub struct PropagateArgs {
     #[arg(long, value_name = "ANN.nii.gz")]
     pub annotations: PathBuf,
     /// The annotated slices, e.g. 12,30,48. An empty listed slice means "nothing here".
-    #[arg(long, value_parser = parse_slices)]
-    pub slices: Vec<usize>,
+    #[arg(long, value_name = "LIST")]
+    pub slices: SliceList,
     /// Only voxels equal to this label count as the structure (default: any nonzero).
     #[arg(long)]
     pub label: Option<LabelValue>,
@@ -79,10 +78,7 @@ fn secs(d: Duration) -> f64 {
 /// Runs `icseg propagate`.
 pub fn run(args: PropagateArgs) -> anyhow::Result<()> {
     let start = Instant::now();
-    let slices = args.slices.clone();
-    if slices.is_empty() {
-        bail!("list the annotated slices with --slices, e.g. --slices 12,30,48");
-    }
+    let slices = args.slices.0.clone();
     let axis = axis_from_index(args.axis)?;
 
     let loaded = io::open_volume(&args.image)?;
@@ -114,7 +110,11 @@ pub fn run(args: PropagateArgs) -> anyhow::Result<()> {
         slices: targets.clone(),
     });
     let stats = loop {
-        match engine.events().recv().context("the inference engine stopped")? {
+        match engine
+            .events()
+            .recv()
+            .context("the inference engine stopped")?
+        {
             Event::SlicePredicted {
                 id: got,
                 slice,
@@ -123,7 +123,11 @@ pub fn run(args: PropagateArgs) -> anyhow::Result<()> {
                 let mask = probabilities.map(|p| LabelValue::from(p >= 0.5));
                 output.set_slice(axis, slice, &mask);
             }
-            Event::Progress { id: got, done, total } if got == id => {
+            Event::Progress {
+                id: got,
+                done,
+                total,
+            } if got == id => {
                 eprint!("\rpropagating: {done}/{total} slices");
                 let _ = std::io::stderr().flush();
             }

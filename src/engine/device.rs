@@ -94,9 +94,15 @@ impl AdapterSummary {
     pub fn is_hardware_gpu(&self) -> bool {
         use wgpu::DeviceType::*;
         let name = self.name.to_ascii_lowercase();
-        let software = ["llvmpipe", "lavapipe", "softpipe", "swiftshader", "software"]
-            .iter()
-            .any(|s| name.contains(s));
+        let software = [
+            "llvmpipe",
+            "lavapipe",
+            "softpipe",
+            "swiftshader",
+            "software",
+        ]
+        .iter()
+        .any(|s| name.contains(s));
         matches!(self.device_type, DiscreteGpu | IntegratedGpu | VirtualGpu) && !software
     }
 
@@ -182,7 +188,12 @@ fn init_wgpu(adapters: &[AdapterSummary], chosen: usize) -> Result<ComputeDevice
             };
             let is_gpu = summary.is_hardware_gpu();
             let description = if is_gpu {
-                format!("GPU: {} ({}, {})", summary.name, summary.backend, summary.kind_label())
+                format!(
+                    "GPU: {} ({}, {})",
+                    summary.name,
+                    summary.backend,
+                    summary.kind_label()
+                )
             } else {
                 format!(
                     "software GPU adapter: {} ({}) — slow, for testing the GPU code path",
@@ -266,12 +277,16 @@ mod tests {
 
     #[test]
     fn software_adapters_are_not_gpus() {
-        assert!(!adapter("llvmpipe (LLVM 15.0.7, 256 bits)", wgpu::DeviceType::Cpu).is_hardware_gpu());
+        assert!(
+            !adapter("llvmpipe (LLVM 15.0.7, 256 bits)", wgpu::DeviceType::Cpu).is_hardware_gpu()
+        );
         // Some drivers misreport the type; the name still gives them away.
         assert!(!adapter("Lavapipe", wgpu::DeviceType::IntegratedGpu).is_hardware_gpu());
         assert!(!adapter("Unknown", wgpu::DeviceType::Other).is_hardware_gpu());
         assert!(adapter("NVIDIA H100 80GB HBM3", wgpu::DeviceType::DiscreteGpu).is_hardware_gpu());
-        assert!(adapter("Intel(R) UHD Graphics", wgpu::DeviceType::IntegratedGpu).is_hardware_gpu());
+        assert!(
+            adapter("Intel(R) UHD Graphics", wgpu::DeviceType::IntegratedGpu).is_hardware_gpu()
+        );
     }
 
     #[test]
@@ -303,7 +318,11 @@ mod tests {
         let adapters = list_adapters();
         if !adapters.iter().any(AdapterSummary::is_hardware_gpu) {
             assert!(!device.is_gpu, "{}", device.description);
-            assert!(device.description.starts_with("CPU"), "{}", device.description);
+            assert!(
+                device.description.starts_with("CPU"),
+                "{}",
+                device.description
+            );
         }
         // Whatever was chosen computes.
         let x = burn::tensor::Tensor::<1>::from_floats([1.0, 2.0], &device.device);

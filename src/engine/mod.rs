@@ -23,8 +23,8 @@
 //! waker is called after every event so a GUI can repaint; the engine never sees egui.
 
 mod device;
-pub mod preprocess;
 mod predictor;
+pub mod preprocess;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -37,7 +37,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 pub use device::{AdapterSummary, ComputeDevice, DeviceChoice, list_adapters, select_device};
 pub use predictor::{
-    BatchTimings, CacheUse, ExplainedStage, Explanation, PreparedSupport, Predictor, SupportSet,
+    BatchTimings, CacheUse, ExplainedStage, Explanation, Predictor, PreparedSupport, SupportSet,
     SupportSlice,
 };
 pub use preprocess::{RoiMode, RoiPolicy};
@@ -115,7 +115,9 @@ pub fn default_weights_path(config: &ModelConfig) -> Option<PathBuf> {
     }
     dirs.push(PathBuf::from("weights"));
     dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("weights"));
-    dirs.into_iter().map(|d| d.join(&file)).find(|p| p.is_file())
+    dirs.into_iter()
+        .map(|d| d.join(&file))
+        .find(|p| p.is_file())
 }
 
 /// Which weights the engine runs with.
@@ -141,7 +143,10 @@ pub fn load_model(
     match path {
         Some(path) => {
             let model = Model::load_weights(config, &path, device)?;
-            Ok((model.with_top_k0(config.top_k0), WeightsStatus::Loaded(path)))
+            Ok((
+                model.with_top_k0(config.top_k0),
+                WeightsStatus::Loaded(path),
+            ))
         }
         None => Ok((config.init(device), WeightsStatus::RandomInit)),
     }
@@ -399,7 +404,9 @@ impl Engine {
     /// Cancels every job submitted so far.
     pub fn cancel_all(&self) {
         let last = self.next_id.load(Ordering::Acquire).saturating_sub(1);
-        self.cancellation.below_or_at.fetch_max(last, Ordering::AcqRel);
+        self.cancellation
+            .below_or_at
+            .fetch_max(last, Ordering::AcqRel);
     }
 
     /// The event channel (blocking `recv`/`iter` for the CLI).
@@ -468,6 +475,32 @@ fn start_predictor(config: &EngineConfig) -> Result<(Predictor, EngineInfo), Eng
     Ok((Predictor::new(model, device), info))
 }
 
+/// The worker's queue: jobs deferred while a propagation ran, then the channel.
+struct Queue {
+    channel: Receiver<Message>,
+    deferred: std::collections::VecDeque<(JobId, JobRequest)>,
+    shutdown: bool,
+}
+
+impl Queue {
+    /// The next job, blocking; `None` at shutdown.
+    fn next(&mut self) -> Option<(JobId, JobRequest)> {
+        if self.shutdown {
+            return None;
+        }
+        if let Some(job) = self.deferred.pop_front() {
+            return Some(job);
+        }
+        match self.channel.recv() {
+            Ok(Message::Job(id, job)) => Some((id, job)),
+            Ok(Message::Shutdown) | Err(_) => {
+                self.shutdown = true;
+                None
+            }
+        }
+    }
+}
+
 fn worker(config: EngineConfig, jobs: Receiver<Message>, out: Outbox, cancellation: &Cancellation) {
     let started = guarded(|| start_predictor(&config));
     let mut predictor = match started {
@@ -480,11 +513,12 @@ fn worker(config: EngineConfig, jobs: Receiver<Message>, out: Outbox, cancellati
             None
         }
     };
-    for message in jobs.iter() {
-        let (id, job) = match message {
-            Message::Shutdown => break,
-            Message::Job(id, job) => (id, job),
-        };
+    let mut queue = Queue {
+        channel: jobs,
+        deferred: Default::default(),
+        shutdown: false,
+    };
+    while let Some((id, job)) = queue.next() {
         if cancellation.is_cancelled(id) {
             out.send(Event::Cancelled { id });
             continue;
@@ -498,20 +532,18 @@ fn worker(config: EngineConfig, jobs: Receiver<Message>, out: Outbox, cancellati
         };
         let result = match job {
             JobRequest::Propagate { support, slices } => guarded(|| {
-                propagate(predictor, &config, id, &support, &slices, &out, cancellation)
+                let job = PropagationJob {
+                    id,
+                    support: &support,
+                    slices: &slices,
+                };
+                propagate(predictor, &config, job, &out, cancellation, &mut queue)
             }),
             JobRequest::Explain {
                 support,
                 query_slice,
                 pixel,
-            } => guarded(|| {
-                let explanation = predictor.explain(&support, config.roi, query_slice, pixel)?;
-                out.send(Event::Explained {
-                    id,
-                    explanation: Box::new(explanation),
-                });
-                Ok(())
-            }),
+            } => explain(predictor, &config, id, &support, query_slice, pixel, &out),
             JobRequest::ClearCache => {
                 predictor.clear_cache();
                 Ok(())
@@ -523,16 +555,80 @@ fn worker(config: EngineConfig, jobs: Receiver<Message>, out: Outbox, cancellati
     }
 }
 
-/// Runs one propagation job, sending its events.
-fn propagate(
+/// Runs one explanation job, sending its event.
+fn explain(
     predictor: &mut Predictor,
     config: &EngineConfig,
     id: JobId,
     support: &SupportSet,
-    slices: &[usize],
+    query_slice: usize,
+    pixel: [usize; 2],
+    out: &Outbox,
+) -> Result<(), EngineError> {
+    guarded(|| {
+        let explanation = predictor.explain(support, config.roi, query_slice, pixel)?;
+        out.send(Event::Explained {
+            id,
+            explanation: Box::new(explanation),
+        });
+        Ok(())
+    })
+}
+
+/// Between two batches of a propagation: serves explanation requests at once (a click
+/// should not wait for a whole volume), defers other jobs, notes a shutdown.
+fn serve_between_batches(
+    predictor: &mut Predictor,
+    config: &EngineConfig,
     out: &Outbox,
     cancellation: &Cancellation,
+    queue: &mut Queue,
+) {
+    while let Ok(message) = queue.channel.try_recv() {
+        match message {
+            Message::Shutdown => queue.shutdown = true,
+            Message::Job(
+                id,
+                JobRequest::Explain {
+                    support,
+                    query_slice,
+                    pixel,
+                },
+            ) => {
+                if cancellation.is_cancelled(id) {
+                    out.send(Event::Cancelled { id });
+                } else if let Err(error) =
+                    explain(predictor, config, id, &support, query_slice, pixel, out)
+                {
+                    out.send(Event::Failed { id, error });
+                }
+            }
+            Message::Job(id, job) => queue.deferred.push_back((id, job)),
+        }
+    }
+}
+
+/// A propagation request.
+struct PropagationJob<'a> {
+    id: JobId,
+    support: &'a SupportSet,
+    slices: &'a [usize],
+}
+
+/// Runs one propagation job, sending its events.
+fn propagate(
+    predictor: &mut Predictor,
+    config: &EngineConfig,
+    job: PropagationJob<'_>,
+    out: &Outbox,
+    cancellation: &Cancellation,
+    queue: &mut Queue,
 ) -> Result<(), EngineError> {
+    let PropagationJob {
+        id,
+        support,
+        slices,
+    } = job;
     let start = Instant::now();
     let total = slices.len();
     out.send(Event::Progress { id, done: 0, total });
@@ -543,7 +639,8 @@ fn propagate(
     let mut batches = 0;
     let mut done = 0;
     for batch in slices.chunks(config.batch_size.max(1)) {
-        if cancellation.is_cancelled(id) {
+        serve_between_batches(predictor, config, out, cancellation, queue);
+        if cancellation.is_cancelled(id) || queue.shutdown {
             out.send(Event::Cancelled { id });
             return Ok(());
         }

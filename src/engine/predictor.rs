@@ -191,7 +191,13 @@ impl Explanation {
     /// Heatmap of `stage` for support slice number `n` (position in
     /// [`Self::support_slices`]) at the native `width × height` of the support slice;
     /// zero outside the region of interest.
-    pub fn native_heatmap(&self, stage: usize, n: usize, width: usize, height: usize) -> Image2D<f32> {
+    pub fn native_heatmap(
+        &self,
+        stage: usize,
+        n: usize,
+        width: usize,
+        height: usize,
+    ) -> Image2D<f32> {
         let grid_map = &self.stages[stage].maps[n];
         // Grid cells to model pixels: each cell covers stride × stride pixels.
         let on_model = crate::volume::resample_region_bilinear(
@@ -250,7 +256,11 @@ impl Predictor {
     }
 
     /// Resamples and normalises the support slices and their masks.
-    pub fn prepare_support(&self, support: &SupportSet, roi: RoiMode) -> Result<PreparedSupport, EngineError> {
+    pub fn prepare_support(
+        &self,
+        support: &SupportSet,
+        roi: RoiMode,
+    ) -> Result<PreparedSupport, EngineError> {
         support.validate()?;
         let size = self.input_size();
         let region = support.region(roi);
@@ -275,7 +285,10 @@ impl Predictor {
 
     fn tensor(&self, data: Vec<f32>, n: usize) -> Tensor<4> {
         let size = self.input_size();
-        Tensor::from_data(TensorData::new(data, [n, 1, size, size]), &self.device.device)
+        Tensor::from_data(
+            TensorData::new(data, [n, 1, size, size]),
+            &self.device.device,
+        )
     }
 
     /// The image-only support features, from the cache when possible.
@@ -285,7 +298,8 @@ impl Predictor {
         }
         let images = self.tensor(prepared.images.clone(), prepared.count);
         let features = self.model.encode_support_attention(images);
-        self.attention_cache.put(prepared.image_key, features.clone());
+        self.attention_cache
+            .put(prepared.image_key, features.clone());
         (features, false)
     }
 
@@ -353,7 +367,9 @@ impl Predictor {
         let start = Instant::now();
         let out = probabilities
             .chunks_exact(size * size)
-            .map(|p| paste_region_bilinear(&Image2D::new(size, size, p.to_vec()), region, w, h, 0.0))
+            .map(|p| {
+                paste_region_bilinear(&Image2D::new(size, size, p.to_vec()), region, w, h, 0.0)
+            })
             .collect();
         timings.postprocessing = start.elapsed();
         Ok((out, timings))
@@ -382,7 +398,12 @@ impl Predictor {
         let region = prepared.region;
         let (u, v) = native_to_model(&region, size, pixel[0] as f64, pixel[1] as f64)
             .ok_or(EngineError::PixelOutsideRegion { pixel })?;
-        let query = image_input(&volume.slice(support.axis, query_slice), volume.modality, &region, size);
+        let query = image_input(
+            &volume.slice(support.axis, query_slice),
+            volume.modality,
+            &region,
+            size,
+        );
         let stages = self
             .model
             .attention_maps(&attention, self.tensor(query.data, 1));
@@ -424,7 +445,11 @@ impl Predictor {
             model_size: size,
             stages: explained,
             latency: start.elapsed(),
-            cache: if cached { CacheUse::Hit } else { CacheUse::Miss },
+            cache: if cached {
+                CacheUse::Hit
+            } else {
+                CacheUse::Miss
+            },
         })
     }
 }

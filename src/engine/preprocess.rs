@@ -209,7 +209,11 @@ pub fn normalise_intensities(pixels: &mut [f32], modality: Modality) {
     }
     let n = pixels.len().max(1) as f64;
     let mean = pixels.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = pixels.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    let var = pixels
+        .iter()
+        .map(|&v| (v as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n;
     let std = var.sqrt();
     for v in pixels.iter_mut() {
         *v = if std > 1e-6 {
@@ -279,7 +283,12 @@ mod tests {
     use super::*;
     use crate::volume::{Geometry, paste_region_bilinear};
 
-    fn mask_with_box(w: usize, h: usize, x: std::ops::Range<usize>, y: std::ops::Range<usize>) -> Image2D<u8> {
+    fn mask_with_box(
+        w: usize,
+        h: usize,
+        x: std::ops::Range<usize>,
+        y: std::ops::Range<usize>,
+    ) -> Image2D<u8> {
         let mut m = Image2D::filled(w, h, 0u8);
         for yy in y {
             for xx in x.clone() {
@@ -391,20 +400,40 @@ mod tests {
         let region = support_region([&mask], 512, 512, (0.7, 0.7), RoiMode::default());
         let on_grid = mask_input(&mask, &region, 128);
         let grid_area = on_grid.data.iter().filter(|&&v| v > 0.5).count();
-        assert!(grid_area as f64 > 1.5 * area as f64, "{grid_area} vs {area}");
+        assert!(
+            grid_area as f64 > 1.5 * area as f64,
+            "{grid_area} vs {area}"
+        );
         let full = full_slice_region(512, 512, (0.7, 0.7));
-        let full_area = mask_input(&mask, &full, 128).data.iter().filter(|&&v| v > 0.5).count();
+        let full_area = mask_input(&mask, &full, 128)
+            .data
+            .iter()
+            .filter(|&&v| v > 0.5)
+            .count();
         assert!(full_area * 10 < grid_area, "{full_area} vs {grid_area}");
-        let back = paste_region_bilinear(&on_grid, &region, 512, 512, 0.0).map(|p| u8::from(p >= 0.5));
-        let overlap = back.data.iter().zip(&mask.data).filter(|(a, b)| **a == 1 && **b == 1).count();
-        let union = back.data.iter().zip(&mask.data).filter(|(a, b)| **a == 1 || **b == 1).count();
+        let back =
+            paste_region_bilinear(&on_grid, &region, 512, 512, 0.0).map(|p| u8::from(p >= 0.5));
+        let overlap = back
+            .data
+            .iter()
+            .zip(&mask.data)
+            .filter(|(a, b)| **a == 1 && **b == 1)
+            .count();
+        let union = back
+            .data
+            .iter()
+            .zip(&mask.data)
+            .filter(|(a, b)| **a == 1 || **b == 1)
+            .count();
         assert!(overlap as f64 / union as f64 > 0.7, "IoU {overlap}/{union}");
     }
 
     #[test]
     fn model_input_is_the_normalised_crop_of_the_slice() {
         let g = Geometry::axis_aligned([8, 6, 3], [1.0, 1.0, 2.0]);
-        let voxels: Vec<f32> = (0..g.voxel_count()).map(|n| (n % 48) as f32 * 10.0 - 200.0).collect();
+        let voxels: Vec<f32> = (0..g.voxel_count())
+            .map(|n| (n % 48) as f32 * 10.0 - 200.0)
+            .collect();
         let v = Volume::new(g, voxels, Modality::Ct).unwrap();
         let region = Region::full(8, 6);
         let input = model_input(&v, Axis::K, 1, &region, 32);

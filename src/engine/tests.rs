@@ -28,7 +28,10 @@ fn phantom() -> (Arc<Volume>, Vec<Image2D<u8>>) {
         }
         masks.push(mask);
     }
-    (Arc::new(Volume::new(g, voxels, Modality::Ct).unwrap()), masks)
+    (
+        Arc::new(Volume::new(g, voxels, Modality::Ct).unwrap()),
+        masks,
+    )
 }
 
 fn support(volume: &Arc<Volume>, masks: &[Image2D<u8>], indices: &[usize]) -> Arc<SupportSet> {
@@ -92,7 +95,11 @@ fn propagation_reports_progress_slices_and_stats_in_order() {
     let mut progress = Vec::new();
     loop {
         match engine.events().recv().unwrap() {
-            Event::Progress { id: got, done, total } => {
+            Event::Progress {
+                id: got,
+                done,
+                total,
+            } => {
                 assert_eq!((got, total), (id, 10));
                 progress.push(done);
             }
@@ -108,7 +115,10 @@ fn propagation_reports_progress_slices_and_stats_in_order() {
             }
             Event::PropagationFinished { id: got, stats } => {
                 assert_eq!(got, id);
-                assert_eq!((stats.slices, stats.batches, stats.support_slices), (10, 3, 2));
+                assert_eq!(
+                    (stats.slices, stats.batches, stats.support_slices),
+                    (10, 3, 2)
+                );
                 assert_eq!(stats.cache, CacheUse::Miss);
                 assert!(stats.total >= stats.support_encoding);
                 break;
@@ -186,12 +196,20 @@ fn batched_and_one_by_one_predictions_agree() {
         let mut config = tiny_config(batch);
         config.weights = WeightsChoice::File(path.clone());
         let engine = Engine::start(config, Box::new(|| {}));
-        assert!(matches!(expect_ready(&engine).weights, WeightsStatus::Loaded(_)));
+        assert!(matches!(
+            expect_ready(&engine).weights,
+            WeightsStatus::Loaded(_)
+        ));
         results.push(run(&engine, job()).1);
     }
     for ((sa, a), (sb, b)) in results[0].iter().zip(&results[1]) {
         assert_eq!(sa, sb);
-        let diff = a.data.iter().zip(&b.data).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        let diff = a
+            .data
+            .iter()
+            .zip(&b.data)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
         assert!(diff < 1e-4, "slice {sa}: {diff}");
     }
 }
@@ -282,7 +300,10 @@ fn explanation_has_three_stages_with_a_map_per_support_slice() {
         pixel: [37, 28],
     });
     let explanation = match engine.events().recv().unwrap() {
-        Event::Explained { id: got, explanation } if got == id => explanation,
+        Event::Explained {
+            id: got,
+            explanation,
+        } if got == id => explanation,
         other => panic!("unexpected {other:?}"),
     };
     assert_eq!(explanation.support_slices, vec![2, 5, 9]);
@@ -310,7 +331,10 @@ fn explanation_has_three_stages_with_a_map_per_support_slice() {
         pixel: [38, 29],
     });
     match engine.events().recv().unwrap() {
-        Event::Explained { id: got, explanation } if got == id => {
+        Event::Explained {
+            id: got,
+            explanation,
+        } if got == id => {
             assert_eq!(explanation.cache, CacheUse::Hit)
         }
         other => panic!("unexpected {other:?}"),
@@ -387,4 +411,99 @@ fn bad_supports_and_slices_are_reported_not_panicked() {
         matches!(failures[1], (i, EngineError::SliceOutOfRange { index: 99, count: 12 }) if i == id2)
     );
     assert!(matches!(failures[2], (i, EngineError::InvalidSupport { .. }) if i == id3));
+}
+
+/// The wgpu code path computes what the CPU computes. Slow where the only adapter is a
+/// software one (kernel compilation takes minutes on lavapipe), hence ignored by
+/// default: `cargo test --lib wgpu_path -- --ignored`.
+#[test]
+#[ignore = "compiles wgpu kernels: minutes on a software adapter"]
+fn the_wgpu_path_matches_the_cpu() {
+    let gpu = match select_device(DeviceChoice::Gpu) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            return;
+        }
+    };
+    eprintln!("device: {}", gpu.description);
+    let (volume, masks) = phantom();
+    let s = support(&volume, &masks, &[2, 9]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.bpk");
+    ModelConfig::tiny()
+        .init(&burn::tensor::Device::flex())
+        .save_weights(&path)
+        .unwrap();
+    let mut results = Vec::new();
+    for device in [
+        DeviceRequest::Existing(ComputeDevice::cpu()),
+        DeviceRequest::Existing(gpu),
+    ] {
+        let mut config = tiny_config(4);
+        config.device = device;
+        config.weights = WeightsChoice::File(path.clone());
+        let engine = Engine::start(config, Box::new(|| {}));
+        expect_ready(&engine);
+        results.push(
+            run(
+                &engine,
+                JobRequest::Propagate {
+                    support: s.clone(),
+                    slices: vec![4, 5, 6],
+                },
+            )
+            .1,
+        );
+    }
+    for ((slice, a), (_, b)) in results[0].iter().zip(&results[1]) {
+        let diff = a
+            .data
+            .iter()
+            .zip(&b.data)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(diff < 1e-3, "slice {slice}: {diff}");
+    }
+}
+
+#[test]
+fn a_click_during_a_propagation_is_explained_before_the_propagation_ends() {
+    let (volume, masks) = phantom();
+    let (engine, ack) = lockstep_engine(tiny_config(1));
+    expect_ready(&engine);
+    ack.send(()).unwrap();
+    let s = support(&volume, &masks, &[3, 8]);
+    let propagation = engine.submit(JobRequest::Propagate {
+        support: s.clone(),
+        slices: (0..12).collect(),
+    });
+    let mut click = None;
+    let mut order = Vec::new();
+    loop {
+        let event = engine.events().recv().unwrap();
+        match &event {
+            Event::SlicePredicted { id, .. } if *id == propagation && click.is_none() => {
+                click = Some(engine.submit(JobRequest::Explain {
+                    support: s.clone(),
+                    query_slice: 5,
+                    pixel: [37, 28],
+                }));
+            }
+            Event::Explained { id, .. } => order.push(("explained", *id)),
+            Event::PropagationFinished { id, .. } => {
+                order.push(("finished", *id));
+                ack.send(()).unwrap();
+                break;
+            }
+            Event::Failed { error, .. } => panic!("{error}"),
+            _ => {}
+        }
+        ack.send(()).unwrap();
+    }
+    assert_eq!(
+        order,
+        vec![("explained", click.unwrap()), ("finished", propagation)]
+    );
+    drop(ack);
 }

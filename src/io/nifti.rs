@@ -305,18 +305,8 @@ fn read_exact_or(
             }
             Ok(n) => filled += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e)
-                if e.kind() == std::io::ErrorKind::InvalidInput
-                    || e.kind() == std::io::ErrorKind::InvalidData =>
-            {
-                // flate2 reports corrupt compressed data this way.
-                return Err(LoadError::corrupt(
-                    path,
-                    FORMAT,
-                    format!("the compressed data is damaged: {e}"),
-                ));
-            }
-            Err(e) => return Err(LoadError::io(path, e)),
+            // flate2 reports damaged or cut compressed data as errors of these kinds.
+            Err(e) => return Err(stream_error(path, e)),
         }
     }
     Ok(())

@@ -212,7 +212,7 @@ fn top_k_indices(map: &Tensor<3>, k: usize) -> Tensor<3, Int> {
         .inner()
         .into_data()
         .convert::<f32>()
-        .into_vec::<f32>()
+        .try_into_vec::<f32>()
         .expect("float data converts to f32");
     let mut indices: Vec<i64> = Vec::with_capacity(b * n * k);
     let mut order: Vec<u32> = Vec::with_capacity(m);
@@ -340,10 +340,12 @@ impl AttentionUpsampler {
         let hidden_units = relu(attention_terms + query_terms + support_terms);
         let y = self.output.forward(hidden_units).reshape([b, n, k]);
         // 1 + ELU(y), written so that it stays positive in floating point: for y ≤ 0
-        // it is exp(y) (computing (exp(y) − 1) + 1 would round to 0 for y < −17).
-        let factor = y.clone().clamp_min(0.0) + y.clamp_max(0.0).exp();
-        let refined = values.clone() * factor;
-        map.scatter(2, indices, refined - values, IndexingUpdateOp::Add)
+        // it is exp(y) (computing (exp(y) − 1) + 1 would round to 0 for y < −17), and
+        // y is floored at −60 so exp never underflows (e^−60 ≈ 1e−26).
+        let factor = y.clone().clamp_min(0.0) + y.clamp(-60.0, 0.0).exp();
+        // A_ij ← A_ij·factor in place at the selected entries (indices are unique per
+        // row); multiplying avoids the cancellation of adding `A·factor − A`.
+        map.scatter(2, indices, factor, IndexingUpdateOp::Mul)
     }
 
     /// Steps 1–7.
@@ -402,7 +404,11 @@ mod tests {
 
     /// A random attention map with rows summing to less than 1.
     fn random_attention(b: usize, hw: usize, s: usize) -> Tensor<3> {
-        let raw = Tensor::<3>::random([b, hw, s * hw + 3], Distribution::Normal(0.0, 2.0), &device());
+        let raw = Tensor::<3>::random(
+            [b, hw, s * hw + 3],
+            Distribution::Normal(0.0, 2.0),
+            &device(),
+        );
         softmax(raw, 2).slice([0..b, 0..hw, 0..s * hw])
     }
 
@@ -447,11 +453,16 @@ mod tests {
         let up = AttentionUpsampler::new(6, 5, &d);
         // Make the refinement active (its output layer starts at zero).
         let mut up = up;
-        up.output.weight = Param::from_tensor(Tensor::random([5, 1], Distribution::Normal(0.0, 1.0), &d));
+        up.output.weight =
+            Param::from_tensor(Tensor::random([5, 1], Distribution::Normal(0.0, 1.0), &d));
         let (h, w, s, b) = (3, 2, 2, 2);
         let a = random_attention(b, h * w, s);
         let query = Tensor::<4>::random([b, 6, 2 * h, 2 * w], Distribution::Default, &d);
-        let support = up.project_support(Tensor::random([s, 6, 2 * h, 2 * w], Distribution::Default, &d));
+        let support = up.project_support(Tensor::random(
+            [s, 6, 2 * h, 2 * w],
+            Distribution::Default,
+            &d,
+        ));
         let coarse_mass = values(a.clone().sum_dim(2));
         let out = up.forward(a, [h, w], query, support, 5);
         assert_eq!(out.map.dims(), [b, 4 * h * w, s * 4 * h * w]);
@@ -492,10 +503,14 @@ mod tests {
     fn top_k_refinement_changes_only_k_entries_of_each_row() {
         let d = device();
         let mut up = AttentionUpsampler::new(4, 6, &d);
-        up.output.weight = Param::from_tensor(Tensor::random([6, 1], Distribution::Normal(0.0, 2.0), &d));
+        up.output.weight =
+            Param::from_tensor(Tensor::random([6, 1], Distribution::Normal(0.0, 2.0), &d));
         up.output.bias = Some(Param::from_tensor(Tensor::from_floats([0.7], &d)));
         let (b, n, m, k) = (2, 8, 40, 5);
-        let map = softmax(Tensor::<3>::random([b, n, m], Distribution::Normal(0.0, 2.0), &d), 2);
+        let map = softmax(
+            Tensor::<3>::random([b, n, m], Distribution::Normal(0.0, 2.0), &d),
+            2,
+        );
         let query = Tensor::<4>::random([b, 4, 2, 4], Distribution::Default, &d);
         let support = Tensor::<2>::random([m, 6], Distribution::Default, &d);
         let before = values(map.clone());
@@ -521,7 +536,10 @@ mod tests {
     fn refinement_starts_as_the_identity() {
         let d = device();
         let up = AttentionUpsampler::new(4, 6, &d);
-        let map = softmax(Tensor::<3>::random([1, 4, 12], Distribution::Default, &d), 2);
+        let map = softmax(
+            Tensor::<3>::random([1, 4, 12], Distribution::Default, &d),
+            2,
+        );
         let out = up.refine_top_k(
             map.clone(),
             Tensor::random([1, 4, 2, 2], Distribution::Default, &d),
@@ -543,11 +561,29 @@ mod tests {
         );
         let x = Tensor::<4>::zeros([1, 2, 1, 1], &d);
         let values = block.project_support(support);
-        let out: Vec<f32> = block.forward(x, attention, values).into_data().try_into_vec::<f32>().unwrap();
+        let out: Vec<f32> = block
+            .forward(x, attention, values)
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
         // (0.25·[1,2,3] + 0.5·[4,5,6])·W_p + b_p
         let mixed = [0.25 + 2.0, 0.5 + 2.5, 0.75 + 3.0];
-        let wp: Vec<f32> = block.projection.weight.val().into_data().try_into_vec::<f32>().unwrap(); // [3, 2]
-        let bp: Vec<f32> = block.projection.bias.as_ref().unwrap().val().into_data().try_into_vec::<f32>().unwrap();
+        let wp: Vec<f32> = block
+            .projection
+            .weight
+            .val()
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap(); // [3, 2]
+        let bp: Vec<f32> = block
+            .projection
+            .bias
+            .as_ref()
+            .unwrap()
+            .val()
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
         for o in 0..2 {
             let want: f32 = (0..3).map(|c| mixed[c] * wp[c * 2 + o]).sum::<f32>() + bp[o];
             assert!((out[o] - want).abs() < 1e-5, "{} vs {want}", out[o]);

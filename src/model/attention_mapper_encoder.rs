@@ -198,7 +198,9 @@ impl MscanStage {
         Self {
             embed,
             embed_norms,
-            blocks: (0..depth).map(|_| MscanBlock::new(c, mlp_ratio, d)).collect(),
+            blocks: (0..depth)
+                .map(|_| MscanBlock::new(c, mlp_ratio, d))
+                .collect(),
             norm_out: LayerNorm2d::new(c, d),
         }
     }

@@ -20,7 +20,9 @@ impl LayerNorm2d {
     /// A norm for `channels` channels (scale 1, shift 0).
     pub fn new(channels: usize, device: &Device) -> Self {
         Self {
-            norm: GroupNormConfig::new(1, channels).with_epsilon(1e-5).init(device),
+            norm: GroupNormConfig::new(1, channels)
+                .with_epsilon(1e-5)
+                .init(device),
         }
     }
 
@@ -85,7 +87,10 @@ pub fn conv_out_hw(conv: &Conv2d, [h, w]: [usize; 2]) -> [usize; 2] {
     let [kh, kw] = conv.kernel_size;
     let [sh, sw] = conv.stride;
     // All our convolutions pad kernel/2 on each side.
-    [(h + 2 * (kh / 2) - kh) / sh + 1, (w + 2 * (kw / 2) - kw) / sw + 1]
+    [
+        (h + 2 * (kh / 2) - kh) / sh + 1,
+        (w + 2 * (kw / 2) - kw) / sw + 1,
+    ]
 }
 
 /// Floating-point operations (2 per multiply-add) of `conv` on an `h × w` input.
@@ -178,12 +183,12 @@ mod tests {
         let x = Tensor::<4>::random([2, 3, 5, 4], Distribution::Normal(7.0, 3.0), &device);
         // Make the second sample very different to show samples are independent.
         let x = Tensor::cat(
-            vec![x.clone().slice([0..1]), x.slice([1..2]) * 100.0 - 50.0],
+            vec![x.clone().narrow(0, 0, 1), x.narrow(0, 1, 1) * 100.0 - 50.0],
             0,
         );
         let y = norm.forward(x);
         for n in 0..2 {
-            let sample = y.clone().slice([n..n + 1]).reshape([60]);
+            let sample = y.clone().narrow(0, n, 1).reshape([60]);
             let mean: f32 = sample.clone().mean().into_scalar();
             let var: f32 = sample.var(0).into_scalar();
             assert!(mean.abs() < 1e-4, "mean {mean}");

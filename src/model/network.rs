@@ -226,7 +226,8 @@ impl Model {
             online: collect.tensors.into_iter(),
             mu,
         };
-        self.ema_attention_mapper_encoder = self.ema_attention_mapper_encoder.map(&mut blend).no_grad();
+        self.ema_attention_mapper_encoder =
+            self.ema_attention_mapper_encoder.map(&mut blend).no_grad();
         debug_assert!(blend.online.next().is_none());
         self
     }
@@ -365,7 +366,11 @@ impl Model {
     ///
     /// # Shapes
     /// query `[B, 1, H, W]`
-    pub fn attention_maps(&self, support: &SupportAttention, query: Tensor<4>) -> [AttentionStage; 3] {
+    pub fn attention_maps(
+        &self,
+        support: &SupportAttention,
+        query: Tensor<4>,
+    ) -> [AttentionStage; 3] {
         let pyramid = self.attention_mapper_encoder.forward(query);
         self.attention_path(support, pyramid)
     }
@@ -430,19 +435,34 @@ impl Model {
     /// Parameter counts per part, for reports: `(name, count)`.
     pub fn param_counts(&self) -> Vec<(&'static str, usize)> {
         vec![
-            ("AttentionMapperEncoder", self.attention_mapper_encoder.num_params()),
+            (
+                "AttentionMapperEncoder",
+                self.attention_mapper_encoder.num_params(),
+            ),
             (
                 "AttentionMapperEncoder (EMA twin)",
                 self.ema_attention_mapper_encoder.num_params(),
             ),
-            ("CrossAttentionMapper", self.cross_attention_mapper.num_params()),
+            (
+                "CrossAttentionMapper",
+                self.cross_attention_mapper.num_params(),
+            ),
             (
                 "AttentionUpsampler ×2",
-                self.attention_upsamplers.iter().map(Module::num_params).sum(),
+                self.attention_upsamplers
+                    .iter()
+                    .map(Module::num_params)
+                    .sum(),
             ),
-            ("SegmentationEncoder", self.segmentation_encoder.num_params()),
+            (
+                "SegmentationEncoder",
+                self.segmentation_encoder.num_params(),
+            ),
             ("SupportSetEncoder", self.support_set_encoder.num_params()),
-            ("SegmentationDecoder (incl. PABs)", self.decoder.num_params()),
+            (
+                "SegmentationDecoder (incl. PABs)",
+                self.decoder.num_params(),
+            ),
         ]
     }
 

@@ -9,7 +9,11 @@ use super::*;
 const SIZE: usize = 64;
 
 fn images(n: usize, seed_shift: f64, device: &Device) -> Tensor<4> {
-    Tensor::<4>::random([n, 1, SIZE, SIZE], Distribution::Normal(seed_shift, 1.0), device)
+    Tensor::<4>::random(
+        [n, 1, SIZE, SIZE],
+        Distribution::Normal(seed_shift, 1.0),
+        device,
+    )
 }
 
 fn masks(n: usize, device: &Device) -> Tensor<4> {
@@ -38,7 +42,11 @@ impl ModuleMapper for Perturb {
             let autodiff = t.is_autodiff();
             let require_grad = t.is_require_grad();
             let plain = t.inner();
-            let noise = Tensor::random(plain.shape(), Distribution::Normal(0.0, 0.05), &plain.device());
+            let noise = Tensor::random(
+                plain.shape(),
+                Distribution::Normal(0.0, 0.05),
+                &plain.device(),
+            );
             let noisy = plain + noise;
             if autodiff {
                 // A fresh leaf, tracked again when it was.
@@ -58,7 +66,11 @@ fn perturbed(model: Model) -> Model {
 fn every_attention_row_is_non_negative_and_sums_to_at_most_one() {
     let device = Device::flex();
     let model = perturbed(ModelConfig::tiny().init(&device));
-    let out = model.forward(images(3, 0.0, &device), masks(3, &device), images(2, 0.5, &device));
+    let out = model.forward(
+        images(3, 0.0, &device),
+        masks(3, &device),
+        images(2, 0.5, &device),
+    );
     assert_eq!(out.logits.dims(), [2, 1, SIZE, SIZE]);
     let strides: Vec<usize> = out.attention.iter().map(|a| a.stride).collect();
     assert_eq!(strides, [32, 16, 8]);
@@ -72,7 +84,11 @@ fn every_attention_row_is_non_negative_and_sums_to_at_most_one() {
         let mass = to_vec(stage.mass.clone());
         for (s, m) in sums.iter().zip(&mass) {
             assert!(*s <= 1.0 + 1e-5, "stride {} row sum {s}", stage.stride);
-            assert!((s - m).abs() < 1e-5, "stride {} sum {s} vs mass {m}", stage.stride);
+            assert!(
+                (s - m).abs() < 1e-5,
+                "stride {} sum {s} vs mass {m}",
+                stage.stride
+            );
         }
     }
 }
@@ -118,7 +134,10 @@ fn any_support_size_from_1_to_16_runs_with_the_same_weights() {
         assert_eq!(out.logits.dims(), [1, 1, SIZE, SIZE]);
         assert_eq!(out.attention[2].map.dims(), [1, 64, s * 64]);
         let p = to_vec(out.probabilities());
-        assert!(p.iter().all(|v| v.is_finite() && (0.0..=1.0).contains(v)), "S = {s}");
+        assert!(
+            p.iter().all(|v| v.is_finite() && (0.0..=1.0).contains(v)),
+            "S = {s}"
+        );
     }
 }
 
@@ -130,13 +149,17 @@ fn a_batch_of_queries_equals_the_queries_run_one_by_one() {
     let batch = images(3, 0.4, &device);
     let together = model.forward_query(&support, batch.clone());
     for n in 0..3 {
-        let alone = model.forward_query(&support, batch.clone().slice([n..n + 1]));
-        let logits = together.logits.clone().slice([n..n + 1]);
+        let alone = model.forward_query(&support, batch.clone().narrow(0, n, 1));
+        let logits = together.logits.clone().narrow(0, n, 1);
         assert!(max_abs_diff(logits, alone.logits) < 1e-4, "query {n}");
         for (t, a) in together.attention.iter().zip(&alone.attention) {
             let [_, rows, cols] = t.map.dims();
             let part = t.map.clone().slice([n..n + 1, 0..rows, 0..cols]);
-            assert!(max_abs_diff(part, a.map.clone()) < 1e-6, "stride {}", t.stride);
+            assert!(
+                max_abs_diff(part, a.map.clone()) < 1e-6,
+                "stride {}",
+                t.stride
+            );
         }
     }
 }
@@ -200,7 +223,11 @@ fn params_with_paths<M: Module>(module: &M) -> Vec<(String, Tensor<1>)> {
 fn every_parameter_but_the_ema_twin_receives_a_gradient() {
     let device = Device::flex().autodiff();
     let model = perturbed(ModelConfig::tiny().with_top_k0(1).init(&device));
-    let out = model.forward(images(2, 0.0, &device), masks(2, &device), images(2, 0.3, &device));
+    let out = model.forward(
+        images(2, 0.0, &device),
+        masks(2, &device),
+        images(2, 0.3, &device),
+    );
     let target = masks(2, &device);
     // A loss that depends on every output pixel.
     let loss = (out.probabilities() - target).powi_scalar(2).mean();
@@ -226,7 +253,10 @@ fn every_parameter_but_the_ema_twin_receives_a_gradient() {
             trained += 1;
         }
     }
-    assert!(ema > 10 && trained > 2 * ema, "{ema} EMA and {trained} trained tensors");
+    assert!(
+        ema > 10 && trained > 2 * ema,
+        "{ema} EMA and {trained} trained tensors"
+    );
 }
 
 #[test]
@@ -250,12 +280,18 @@ fn ema_update_follows_its_formula() {
     for ((o, b), (path, a)) in online.iter().zip(&before).zip(&after) {
         let want = b.1.clone() * 0.9 + o.1.clone() * 0.1;
         assert!(max_abs_diff(want, a.clone()) < 1e-6, "{path}");
-        assert!(max_abs_diff(b.1.clone(), a.clone()) > 0.0, "{path} did not move");
+        assert!(
+            max_abs_diff(b.1.clone(), a.clone()) > 0.0,
+            "{path} did not move"
+        );
         compared += 1;
     }
     assert!(compared > 10);
     // The online encoder is untouched by the update.
-    for ((_, x), (_, y)) in online.iter().zip(params_with_paths(updated.attention_mapper_encoder())) {
+    for ((_, x), (_, y)) in online
+        .iter()
+        .zip(params_with_paths(updated.attention_mapper_encoder()))
+    {
         x.to_data().assert_eq(&y.to_data(), true);
     }
 }
@@ -264,7 +300,11 @@ fn ema_update_follows_its_formula() {
 fn ema_twin_stays_gradient_free_after_updates_on_an_autodiff_device() {
     let device = Device::flex().autodiff();
     let model = ModelConfig::tiny().init(&device).ema_update(0.5);
-    let out = model.forward(images(1, 0.0, &device), masks(1, &device), images(1, 0.0, &device));
+    let out = model.forward(
+        images(1, 0.0, &device),
+        masks(1, &device),
+        images(1, 0.0, &device),
+    );
     let grads = out.logits.sum().backward();
     let twin = param_infos(model.ema_attention_mapper_encoder(), Some(&grads));
     assert!(!twin.is_empty());
@@ -289,7 +329,10 @@ fn top_k0_is_a_run_time_setting() {
     assert_eq!(model.top_k0(), 24);
     let b = model.forward_query(&support, query);
     // Same coarse map, different refinement.
-    a.attention[0].map.to_data().assert_eq(&b.attention[0].map.to_data(), true);
+    a.attention[0]
+        .map
+        .to_data()
+        .assert_eq(&b.attention[0].map.to_data(), true);
     assert!(max_abs_diff(a.attention[2].map.clone(), b.attention[2].map.clone()) > 0.0);
 }
 
@@ -327,7 +370,10 @@ fn loading_weights_of_another_configuration_is_a_typed_error() {
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tiny.bpk");
-    ModelConfig::tiny().init(&device).save_weights(&path).unwrap();
+    ModelConfig::tiny()
+        .init(&device)
+        .save_weights(&path)
+        .unwrap();
     let err = Model::load_weights(&ModelConfig::lite(), &path, &device).unwrap_err();
     match &err {
         WeightsError::ConfigMismatch {
@@ -359,13 +405,19 @@ fn missing_and_damaged_weight_files_are_typed_errors() {
     ));
     // A real file cut short.
     let good = dir.path().join("good.bpk");
-    ModelConfig::tiny().init(&device).save_weights(&good).unwrap();
+    ModelConfig::tiny()
+        .init(&device)
+        .save_weights(&good)
+        .unwrap();
     let bytes = std::fs::read(&good).unwrap();
     let cut = dir.path().join("cut.bpk");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let err = Model::load_weights(&ModelConfig::tiny(), &cut, &device).unwrap_err();
     assert!(
-        matches!(err, WeightsError::NotWeights { .. } | WeightsError::Incompatible { .. }),
+        matches!(
+            err,
+            WeightsError::NotWeights { .. } | WeightsError::Incompatible { .. }
+        ),
         "{err:?}"
     );
 }
@@ -388,4 +440,78 @@ fn parameter_counts_of_the_named_configurations() {
     assert!(lite.flops_per_query(8) < paper.flops_per_query(8));
 }
 
+/// Square blobs: bright squares on a noisy background; the mask marks the square.
+fn square_batch(n: usize, device: &Device, seed: &mut u64) -> (Tensor<4>, Tensor<4>) {
+    let mut images = vec![0.0f32; n * SIZE * SIZE];
+    let mut masks = vec![0.0f32; n * SIZE * SIZE];
+    let mut next = || {
+        *seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (*seed >> 33) as usize
+    };
+    for s in 0..n {
+        let side = 10 + next() % 16;
+        let (x0, y0) = (next() % (SIZE - side), next() % (SIZE - side));
+        for y in 0..SIZE {
+            for x in 0..SIZE {
+                let i = s * SIZE * SIZE + y * SIZE + x;
+                let inside = (x0..x0 + side).contains(&x) && (y0..y0 + side).contains(&y);
+                images[i] = if inside { 1.0 } else { -0.5 } + (next() % 100) as f32 / 200.0;
+                masks[i] = f32::from(u8::from(inside));
+            }
+        }
+    }
+    let shape = [n, 1, SIZE, SIZE];
+    (
+        Tensor::from_data(burn::tensor::TensorData::new(images, shape), device),
+        Tensor::from_data(burn::tensor::TensorData::new(masks, shape), device),
+    )
+}
 
+#[test]
+fn the_training_api_lowers_the_loss_and_moves_the_ema_twin() {
+    use burn::optim::{AdamWConfig, GradientsParams};
+    use burn::tensor::activation::log_sigmoid;
+
+    let device = Device::flex().autodiff();
+    let mut model = ModelConfig::tiny().init(&device);
+    let twin_before = params_with_paths(model.ema_attention_mapper_encoder());
+    let mut optim = AdamWConfig::new().init();
+    let mut seed = 7;
+    let mut losses = Vec::new();
+    for _ in 0..40 {
+        let (support_images, support_masks) = square_batch(2, &device, &mut seed);
+        let (query, target) = square_batch(2, &device, &mut seed);
+        let out = model.forward(support_images, support_masks, query);
+        // Binary cross-entropy on logits.
+        let logits = out.logits;
+        let loss = -(target.clone() * log_sigmoid(logits.clone())
+            + (target.neg() + 1.0) * log_sigmoid(logits.neg()))
+        .mean();
+        losses.push(loss.clone().inner().into_scalar::<f32>());
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(3e-3, model, grads);
+        model = model.ema_update(0.9);
+    }
+    let first: f32 = losses[..5].iter().sum::<f32>() / 5.0;
+    let last: f32 = losses[losses.len() - 5..].iter().sum::<f32>() / 5.0;
+    assert!(last < 0.6 * first, "loss {first} → {last}: {losses:?}");
+    // The twin followed the online encoder by averaging, not by gradients.
+    let twin_after = params_with_paths(model.ema_attention_mapper_encoder());
+    let moved = twin_before
+        .iter()
+        .zip(&twin_after)
+        .filter(|((_, a), (_, b))| max_abs_diff(a.clone(), b.clone()) > 0.0)
+        .count();
+    assert!(
+        moved > twin_before.len() / 2,
+        "{moved} of {} moved",
+        twin_before.len()
+    );
+    assert!(
+        param_infos(model.ema_attention_mapper_encoder(), None)
+            .iter()
+            .all(|p| !p.require_grad)
+    );
+}

@@ -143,15 +143,26 @@ impl Model {
         device: &Device,
     ) -> Result<Model, WeightsError> {
         let bytes = read(path)?;
-        let (found, record) = parse(&bytes, path)?;
+        Self::load_weights_from_bytes(expected, &bytes, path, device)
+    }
+
+    /// [`Self::load_weights`] from bytes in memory (as written by
+    /// [`Self::weights_to_bytes`]); errors name `origin` as the path.
+    pub fn load_weights_from_bytes(
+        expected: &ModelConfig,
+        bytes: &[u8],
+        origin: &Path,
+        device: &Device,
+    ) -> Result<Model, WeightsError> {
+        let (found, record) = parse(bytes, origin)?;
         if !same_layers(expected, &found) {
             return Err(WeightsError::ConfigMismatch {
                 expected: expected.name().to_string(),
                 found: found.name().to_string(),
-                path: path.to_path_buf(),
+                path: origin.to_path_buf(),
             });
         }
-        Self::from_record(expected, record, path, device)
+        Self::from_record(expected, record, origin, device)
     }
 
     /// Loads a weights file with whatever configuration it holds.
@@ -167,19 +178,19 @@ impl Model {
         path: &Path,
         device: &Device,
     ) -> Result<Model, WeightsError> {
-        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(record.to_vec())).map_err(
-            |e| WeightsError::NotWeights {
-                reason: e.to_string(),
-                path: path.to_path_buf(),
-            },
-        )?;
-        let model = config
-            .init(device)
-            .try_load_record(record)
-            .map_err(|e| WeightsError::Incompatible {
-                reason: e.to_string(),
-                path: path.to_path_buf(),
+        let record =
+            ModuleRecord::from_bytes(Bytes::from_bytes_vec(record.to_vec())).map_err(|e| {
+                WeightsError::NotWeights {
+                    reason: e.to_string(),
+                    path: path.to_path_buf(),
+                }
             })?;
+        let model = config.init(device).try_load_record(record).map_err(|e| {
+            WeightsError::Incompatible {
+                reason: e.to_string(),
+                path: path.to_path_buf(),
+            }
+        })?;
         Ok(model.freeze_ema())
     }
 }

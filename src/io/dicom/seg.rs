@@ -394,8 +394,10 @@ pub fn encode_seg(
     ));
     o.put(str_el(tags::POSITION_REFERENCE_INDICATOR, VR::LO, ""));
 
-    // Referenced series (Common Instance Reference module).
-    if let Some(src) = source {
+    // Referenced series (Common Instance Reference module) and, per frame, the source
+    // image — only when the source names its series (anonymised data may not).
+    let references = source.filter(|s| !s.series_instance_uid.is_empty());
+    if let Some(src) = references {
         let mut instances: Vec<InMemDicomObject> = Vec::new();
         let mut listed = std::collections::HashSet::new();
         for r in src.slices.iter().flatten() {
@@ -565,7 +567,7 @@ pub fn encode_seg(
         .map(|&(si, k)| {
             let p = g.patient_from_voxel([0.0, 0.0, k as f64]);
             let mut groups = Vec::new();
-            if let Some(r) = source.and_then(|s| s.slices[k].as_ref()) {
+            if let Some(r) = references.and_then(|s| s.slices[k].as_ref()) {
                 let mut source_image = vec![
                     str_el(tags::REFERENCED_SOP_CLASS_UID, VR::UI, &r.sop_class_uid),
                     str_el(
