@@ -155,7 +155,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         );
         if tty {
             eprint!("\r{line}");
-        } else if r.step % 10 == 0 {
+        } else if r.step.is_multiple_of(10) {
             eprintln!("{line}");
         }
         let _ = std::io::stderr().flush();

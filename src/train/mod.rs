@@ -523,7 +523,8 @@ pub fn train(
             (session.on_step)(&report);
             use std::io::Write as _;
             writeln!(log, "{}", serde_json::to_string(&report)?)?;
-            let validate_now = state.step % cfg.validate_every == 0 || state.step == cfg.steps;
+            let validate_now =
+                state.step.is_multiple_of(cfg.validate_every) || state.step == cfg.steps;
             if validate_now && !validation.is_empty() {
                 let (vloss, vdice) = validate(&model.valid(), validation, &session.device);
                 let v = Validation {
@@ -544,7 +545,7 @@ pub fn train(
                 }
                 (session.on_validation)(&v, best);
             }
-            if state.step % session.checkpoint_every == 0 || validate_now {
+            if state.step.is_multiple_of(session.checkpoint_every) || validate_now {
                 checkpoint(&model, &optim, &state)?;
             }
         }
