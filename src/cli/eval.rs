@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::eval::{self, EvalOptions, NearestSlice, Propagator, ShapeInterpolation};
+use super::inference::ModelArgs;
+use crate::eval::{
+    self, EvalOptions, NearestSlice, NetworkPropagator, Propagator, ShapeInterpolation,
+};
 use crate::volume::Axis;
 
 /// Arguments of `icseg eval`.
@@ -18,8 +21,8 @@ pub struct EvalArgs {
     /// Annotated slices per structure; several values give several columns.
     #[arg(long, value_delimiter = ',', default_values_t = vec![1, 3, 5])]
     pub k: Vec<usize>,
-    /// Methods to compare.
-    #[arg(long, value_delimiter = ',', default_values_t = vec!["nearest".to_string(), "interp".to_string()])]
+    /// Methods to compare: nearest, interp, network.
+    #[arg(long, value_delimiter = ',', default_values_t = vec!["nearest".to_string(), "interp".to_string(), "network".to_string()])]
     pub methods: Vec<String>,
     /// Only label files with these roles (e.g. `oar`); all when absent.
     #[arg(long, value_delimiter = ',')]
@@ -33,6 +36,9 @@ pub struct EvalArgs {
     /// Write every result and the means as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Network weights, device and batching (for the `network` method).
+    #[command(flatten)]
+    pub model: ModelArgs,
 }
 
 /// Runs `icseg eval`.
@@ -55,7 +61,17 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         match m.as_str() {
             "nearest" => owned.push(Box::new(NearestSlice)),
             "interp" => owned.push(Box::new(ShapeInterpolation)),
-            other => anyhow::bail!("unknown method `{other}` (known: nearest, interp)"),
+            "network" => {
+                let net = NetworkPropagator::start(args.model.engine_config())
+                    .context("cannot start the network for evaluation")?;
+                let info = net.info();
+                eprintln!(
+                    "network: {} on {}, weights {:?}",
+                    info.model, info.device, info.weights
+                );
+                owned.push(Box::new(net));
+            }
+            other => anyhow::bail!("unknown method `{other}` (known: nearest, interp, network)"),
         }
     }
     let mut methods: Vec<&mut dyn Propagator> = owned

@@ -162,10 +162,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     };
     let mut on_validation = |v: &train::Validation, best: bool| {
         eprintln!(
-            "\nvalidation at step {}: loss {:.4}, Dice {:.4}{}",
+            "\nvalidation at step {}: loss {:.4}, Dice {:.4} on the structure, {:.0} % of empty slices left empty, score {:.4}{}",
             v.step,
             v.loss,
             v.dice,
+            100.0 * v.empty_correct,
+            v.score(),
             if best { " (best)" } else { "" }
         );
     };

@@ -12,10 +12,12 @@
 
 pub mod baselines;
 mod dataset;
+mod network;
 mod report;
 mod run;
 
 pub use dataset::{Case, LabelSource, Task, discover_cases, load_label_names};
+pub use network::NetworkPropagator;
 pub use report::{EvalReport, MethodScore, ScoresByColumn, TaskResult};
 pub use run::{EvalOptions, evaluate_cases};
 

@@ -258,8 +258,20 @@ pub struct Validation {
     pub step: usize,
     /// Mean loss over the validation episodes.
     pub loss: f64,
-    /// Mean hard Dice over the validation queries.
+    /// Mean hard Dice over the validation queries whose target holds the structure.
     pub dice: f64,
+    /// Share of empty-target queries (slices past the structure) predicted empty.
+    #[serde(default)]
+    pub empty_correct: f64,
+}
+
+impl Validation {
+    /// The model-selection score: foreground Dice, weighted 4 : 1 with correctly empty
+    /// predictions — a network that predicts nothing scores 0.2, not the share of empty
+    /// targets.
+    pub fn score(&self) -> f64 {
+        0.8 * self.dice + 0.2 * self.empty_correct
+    }
 }
 
 /// What a checkpoint folder records besides the weights.
@@ -273,7 +285,7 @@ pub struct TrainState {
     pub loss_avg: f64,
     /// Every validation so far.
     pub validations: Vec<Validation>,
-    /// Step of the best validation Dice (saved as `best.bpk`).
+    /// Step of the best validation score (saved as `best.bpk`).
     pub best_step: Option<usize>,
     /// Wall time spent training across sessions, seconds.
     pub wall_seconds: f64,
@@ -285,7 +297,7 @@ pub struct TrainState {
 pub struct RunFiles {
     /// `latest.bpk`: the weights after the last completed checkpoint.
     pub latest: PathBuf,
-    /// `best.bpk`: the weights with the best validation Dice.
+    /// `best.bpk`: the weights with the best validation score.
     pub best: PathBuf,
     /// `optimizer.bin`: AdamW state for resuming.
     pub optimizer: PathBuf,
@@ -338,20 +350,40 @@ fn episode_loss(model: &Model, ep: &Episode, device: &Device) -> (Tensor<1>, Ten
     (loss, out.logits)
 }
 
-/// Mean loss and hard Dice of `model` over fixed validation episodes (K0 = 8, as at
-/// inference; no gradients).
-pub fn validate(model: &Model, episodes: &[Episode], device: &Device) -> (f64, f64) {
+/// Validates `model` on fixed episodes (K0 = 8, as at inference; no gradients): mean
+/// loss, mean hard Dice over queries that hold the structure, and the share of
+/// empty-target queries predicted empty.
+pub fn validate(model: &Model, episodes: &[Episode], device: &Device, step: usize) -> Validation {
     let model = model.clone().with_top_k0(8);
-    let (mut loss, mut dice, mut n) = (0.0, 0.0, 0usize);
+    let (mut loss, mut dice, mut n_fg, mut empty_ok, mut n_empty) =
+        (0.0, 0.0, 0usize, 0usize, 0usize);
     for ep in episodes {
         let (l, logits) = episode_loss(&model, ep, device);
         loss += l.into_scalar::<f32>() as f64;
-        for d in hard_dice(&logits, &ep.query_masks) {
-            dice += d;
-            n += 1;
+        for (d, target) in hard_dice(&logits, &ep.query_masks)
+            .into_iter()
+            .zip(&ep.query_masks)
+        {
+            if target.data.contains(&1.0) {
+                dice += d;
+                n_fg += 1;
+            } else {
+                // Dice is 1 exactly when nothing was predicted.
+                empty_ok += usize::from(d == 1.0);
+                n_empty += 1;
+            }
         }
     }
-    (loss / episodes.len().max(1) as f64, dice / n.max(1) as f64)
+    Validation {
+        step,
+        loss: loss / episodes.len().max(1) as f64,
+        dice: dice / n_fg.max(1) as f64,
+        empty_correct: if n_empty == 0 {
+            1.0
+        } else {
+            empty_ok as f64 / n_empty as f64
+        },
+    }
 }
 
 /// Episodes drawn ahead of the optimiser by worker threads, handed out in index order
@@ -526,13 +558,8 @@ pub fn train(
             let validate_now =
                 state.step.is_multiple_of(cfg.validate_every) || state.step == cfg.steps;
             if validate_now && !validation.is_empty() {
-                let (vloss, vdice) = validate(&model.valid(), validation, &session.device);
-                let v = Validation {
-                    step: state.step,
-                    loss: vloss,
-                    dice: vdice,
-                };
-                let best = state.validations.iter().all(|old| v.dice > old.dice);
+                let v = validate(&model.valid(), validation, &session.device, state.step);
+                let best = state.validations.iter().all(|old| v.score() > old.score());
                 writeln!(
                     log,
                     "{}",
