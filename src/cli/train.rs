@@ -26,7 +26,7 @@ pub struct TrainArgs {
     /// Continue the run in `--out`.
     #[arg(long)]
     pub resume: bool,
-    /// Network configuration (`lite` or `paper`).
+    /// Network configuration (`lite`, `paper`, or `tiny` for smoke tests).
     #[arg(long, default_value = "lite")]
     pub config: String,
     /// Total optimiser steps of the run.
@@ -36,7 +36,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 2)]
     pub episodes_per_step: usize,
     /// Queries per episode.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 6)]
     pub queries: usize,
     /// Peak learning rate.
     #[arg(long, default_value_t = 5e-4)]
@@ -75,7 +75,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let model = match args.config.as_str() {
         "lite" => ModelConfig::lite(),
         "paper" => ModelConfig::paper(),
-        other => anyhow::bail!("unknown configuration `{other}`; use lite or paper"),
+        // For smoke tests of the training path (e.g. on a new device).
+        "tiny" => ModelConfig::tiny(),
+        other => anyhow::bail!("unknown configuration `{other}`; use lite, paper or tiny"),
     };
     let mut cfg = TrainConfig::new(model);
     cfg.steps = args.steps;

@@ -59,7 +59,7 @@ impl Default for RoiPolicy {
             margin_fraction: 0.3,
             min_margin_mm: 10.0,
             min_side_mm: 64.0,
-            min_side_px: 48.0,
+            min_side_px: 32.0,
         }
     }
 }
@@ -313,7 +313,7 @@ mod tests {
         let m = mask_with_box(512, 512, 290..310, 190..210);
         let r = support_region([&m], 512, 512, (0.8, 0.8), RoiMode::default());
         assert!((r.width - r.height).abs() < 1e-9);
-        // 16 mm box: margin max(0.3·16, 10) = 10 mm, side max(36, 64, 48·0.8) = 64 mm.
+        // 16 mm box: margin max(0.3·16, 10) = 10 mm, side max(36, 64, 32·0.8) = 64 mm.
         assert!((r.width * 0.8 - 64.0).abs() < 1e-9, "{r:?}");
         let (cx, cy) = (r.x0 + r.width / 2.0, r.y0 + r.height / 2.0);
         assert!((cx - 299.5).abs() < 1e-9 && (cy - 199.5).abs() < 1e-9);
