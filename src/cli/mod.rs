@@ -5,6 +5,7 @@ mod eval;
 mod explain;
 mod inference;
 mod propagate;
+mod ship;
 mod train;
 
 pub use bench::BenchArgs;
@@ -38,6 +39,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Train the network on image/label folders.
     Train(train::TrainArgs),
+    /// Copy a training run's best weights into weights/ with a manifest.
+    Ship(ship::ShipArgs),
 }
 
 /// Runs a subcommand.
@@ -48,6 +51,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Explain(args) => explain::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Train(args) => train::run(args),
+        Command::Ship(args) => ship::run(args),
     }
 }
 

@@ -88,6 +88,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     cfg.seed = args.seed;
     cfg.validate_every = args.validate_every.max(1);
     cfg.validation_episodes = args.validation_episodes;
+    cfg.data = args.data.iter().map(|p| p.display().to_string()).collect();
+    cfg.validation_data = args.val_data.as_ref().map(|p| p.display().to_string());
 
     let compute = select_device(args.device).context("no usable compute device")?;
     eprintln!("device: {}", compute.description);

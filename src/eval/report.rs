@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The score of one method on one structure.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MethodScore {
     /// Method name.
     pub method: String,
@@ -16,7 +16,7 @@ pub struct MethodScore {
 }
 
 /// One structure of one case at one `k`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TaskResult {
     /// Dataset (folder) name.
     pub dataset: String,
@@ -35,7 +35,7 @@ pub struct TaskResult {
 }
 
 /// Everything `icseg eval` measured.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct EvalReport {
     /// Method names in column order.
     pub methods: Vec<String>,

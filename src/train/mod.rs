@@ -61,6 +61,12 @@ pub struct TrainConfig {
     pub validate_every: usize,
     /// Fixed validation episodes.
     pub validation_episodes: usize,
+    /// The data folders trained on, as given (for the weights manifest).
+    #[serde(default)]
+    pub data: Vec<String>,
+    /// The validation folder, as given.
+    #[serde(default)]
+    pub validation_data: Option<String>,
 }
 
 impl TrainConfig {
@@ -83,6 +89,8 @@ impl TrainConfig {
             },
             validate_every: 250,
             validation_episodes: 48,
+            data: Vec::new(),
+            validation_data: None,
         }
     }
 
@@ -462,6 +470,11 @@ pub fn train(
         let mut state = state;
         state.config.steps = config.steps;
         state.config.episodes_per_step = config.episodes_per_step;
+        for d in &config.data {
+            if !state.config.data.contains(d) {
+                state.config.data.push(d.clone());
+            }
+        }
         (model, state)
     } else {
         let model = config.model.init(&device);
