@@ -180,18 +180,54 @@ pub struct AttentionUpsampler {
 /// `c·nearest + (1 − c)·bilinear` 2× upsampling of `[n, ch, h, w]` (steps 2–4).
 fn mix_upsample(x: Tensor<4>, c: Tensor<1>) -> Tensor<4> {
     let [_, _, h, w] = x.dims();
-    let size = [2 * h, 2 * w];
     let nearest = interpolate(
         x.clone(),
-        InterpolateOptions::new(InterpolateMode::Nearest).with_output_size(size),
+        InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([2 * h, 2 * w]),
     );
-    let bilinear = interpolate(
-        x,
-        InterpolateOptions::new(InterpolateMode::Bilinear)
-            .with_align_corners(false)
-            .with_output_size(size),
-    );
+    let bilinear = bilinear_up2(x);
     bilinear.clone() + (nearest - bilinear) * c.reshape([1, 1, 1, 1])
+}
+
+/// Bilinear 2× upsampling with half-pixel centres (`align_corners = false`, edges
+/// clamped), written with elementwise operations: it equals burn's bilinear
+/// `interpolate` (tested) but differentiates on every backend — burn's wgpu kernels
+/// have no backward pass for bilinear interpolation, which training on a GPU needs.
+///
+/// # Shapes
+/// `[n, c, h, w]` → `[n, c, 2h, 2w]`
+fn bilinear_up2(x: Tensor<4>) -> Tensor<4> {
+    let x = linear_up2_along(x, 3);
+    linear_up2_along(x, 2)
+}
+
+/// Linear 2× upsampling of a 4-D tensor along `dim` (2 or 3): output `2i` is
+/// `¾·x[i] + ¼·x[i−1]`, output `2i+1` is `¾·x[i] + ¼·x[i+1]` (indices clamped).
+fn linear_up2_along(x: Tensor<4>, dim: usize) -> Tensor<4> {
+    let dims = x.dims();
+    let n = dims[dim];
+    let (previous, next) = if n == 1 {
+        (x.clone(), x.clone())
+    } else {
+        (
+            Tensor::cat(
+                vec![x.clone().narrow(dim, 0, 1), x.clone().narrow(dim, 0, n - 1)],
+                dim,
+            ),
+            Tensor::cat(
+                vec![
+                    x.clone().narrow(dim, 1, n - 1),
+                    x.clone().narrow(dim, n - 1, 1),
+                ],
+                dim,
+            ),
+        )
+    };
+    let even = x.clone() * 0.75 + previous * 0.25;
+    let odd = x * 0.75 + next * 0.25;
+    // Interleave: [.., n, ..] pairs (even, odd) → [.., 2n, ..].
+    let mut out_dims = dims;
+    out_dims[dim] = 2 * n;
+    Tensor::stack::<5>(vec![even, odd], dim + 1).reshape(out_dims)
 }
 
 /// Indices of the `k` largest entries of each row of `map` `[B, n, m]` (any order
@@ -400,6 +436,23 @@ mod tests {
 
     fn values(t: Tensor<3>) -> Vec<f32> {
         t.into_data().try_into_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn explicit_bilinear_upsampling_equals_burns_interpolate() {
+        for [h, w] in [[4, 4], [3, 5], [1, 2], [2, 1]] {
+            let x = Tensor::<4>::random([2, 3, h, w], Distribution::Normal(0.0, 1.0), &device());
+            let reference = interpolate(
+                x.clone(),
+                InterpolateOptions::new(InterpolateMode::Bilinear)
+                    .with_align_corners(false)
+                    .with_output_size([2 * h, 2 * w]),
+            );
+            let ours = bilinear_up2(x);
+            assert_eq!(ours.dims(), [2, 3, 2 * h, 2 * w]);
+            let diff = (ours - reference).abs().max().into_scalar::<f32>();
+            assert!(diff < 1e-5, "{h}×{w}: max difference {diff}");
+        }
     }
 
     /// A random attention map with rows summing to less than 1.
