@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod info;
+
 /// ICSeg: annotate medical volumes with few clicks.
 #[derive(Debug, Parser)]
 #[command(name = "icseg", version, about, args_conflicts_with_subcommands = true)]
@@ -16,9 +18,15 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Describe a NIfTI file, DICOM file or DICOM folder: series, dimensions, spacing,
+    /// orientation, modality, transfer syntax (no patient identifiers).
+    Info(info::InfoArgs),
+}
 
 /// Runs a subcommand.
 pub fn run(command: Command) -> anyhow::Result<()> {
-    match command {}
+    match command {
+        Command::Info(args) => info::run(args),
+    }
 }

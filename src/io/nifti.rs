@@ -239,7 +239,27 @@ pub fn read_label_map(path: &Path, reference: &Geometry) -> Result<LabelMap, Loa
 
 /// Reads a label map on the grid the file itself describes.
 pub fn read_label_map_own_grid(path: &Path) -> Result<LabelMap, LoadError> {
-    let raw = read_raw(path)?;
+    labels_from_raw(read_raw(path)?, path)
+}
+
+/// Reads a label map held in memory, on its own grid or placed on `reference`
+/// (`name` labels messages; the entry point of the fuzz target).
+pub fn read_label_map_bytes(
+    bytes: &[u8],
+    name: &Path,
+    reference: Option<&Geometry>,
+) -> Result<LabelMap, LoadError> {
+    let own = labels_from_raw(parse(bytes, Some(bytes.len() as u64), name)?, name)?;
+    match reference {
+        None => Ok(own),
+        Some(r) => labels_onto_reference(&own, r).map_err(|reason| LoadError::NotOnGrid {
+            path: name.to_path_buf(),
+            reason,
+        }),
+    }
+}
+
+fn labels_from_raw(raw: RawNifti, path: &Path) -> Result<LabelMap, LoadError> {
     let mut warnings = Vec::new();
     if raw.volumes > 1 {
         return Err(LoadError::NotALabelMap {
