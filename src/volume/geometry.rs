@@ -172,12 +172,9 @@ impl Geometry {
     /// The inverse of [`Self::patient_from_voxel`] (continuous voxel index).
     pub fn voxel_from_patient(&self, p: [f64; 3]) -> [f64; 3] {
         // Columns of M are direction[a] * spacing[a]; solve M · ijk = p − origin.
-        let mut m = [[0.0; 3]; 3];
-        for r in 0..3 {
-            for c in 0..3 {
-                m[r][c] = self.direction[c][r] * self.spacing_mm[c];
-            }
-        }
+        let m: [[f64; 3]; 3] = std::array::from_fn(|r| {
+            std::array::from_fn(|c| self.direction[c][r] * self.spacing_mm[c])
+        });
         let d = [
             p[0] - self.origin_mm[0],
             p[1] - self.origin_mm[1],

@@ -1356,7 +1356,7 @@ mod tests {
         put(&mut o, tags::PIXEL_SPACING, VR::DS, "0.5\\0.25");
         put(&mut o, tags::RESCALE_SLOPE, VR::DS, "2");
         put(&mut o, tags::RESCALE_INTERCEPT, VR::DS, "-1024");
-        let ts = if n % 2 == 0 {
+        let ts = if n.is_multiple_of(2) {
             uids::EXPLICIT_VR_LITTLE_ENDIAN
         } else {
             uids::IMPLICIT_VR_LITTLE_ENDIAN
