@@ -618,7 +618,9 @@ fn header_from_object(
         pixel_spacing: array::<2>(floats(obj, tags::PIXEL_SPACING)),
         slope: float(obj, tags::RESCALE_SLOPE).unwrap_or(1.0),
         intercept: float(obj, tags::RESCALE_INTERCEPT).unwrap_or(0.0),
-        spacing_between_slices: float(obj, tags::SPACING_BETWEEN_SLICES),
+        // only used for a single slice, where no second position gives the spacing
+        spacing_between_slices: float(obj, tags::SPACING_BETWEEN_SLICES)
+            .or_else(|| float(obj, tags::SLICE_THICKNESS)),
     };
     let shared = items(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE).first();
     let per_frame = items(obj, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE);
