@@ -680,6 +680,22 @@ fn bad_inputs_give_typed_errors_a_clinician_can_read() {
             matches!(e, LoadError::Corrupt { .. } | LoadError::Truncated { .. }),
             "{e:?}"
         );
+        // the same file alone in a folder: its own problem is reported, not "no images"
+        let folder = d.join("damaged-series");
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::write(folder.join("a.dcm"), &b[..b.len() - 1000]).unwrap();
+        let e = io::open_volume(&folder).unwrap_err();
+        assert!(
+            matches!(e, LoadError::Corrupt { .. } | LoadError::Truncated { .. }),
+            "{e:?}"
+        );
+        assert!(e.to_string().ends_with("a.dcm"), "{e}");
+
+        // a SEG opened as an image volume
+        let seg_file = shared_data("dicom/seg-liver/liver-seg.dcm").unwrap();
+        let e = io::open_volume(&seg_file).unwrap_err();
+        assert!(matches!(e, LoadError::Unsupported { .. }), "{e:?}");
+        assert!(e.to_string().contains("segmentation"), "{e}");
     }
 }
 

@@ -142,7 +142,8 @@ pub struct Scan {
     /// Files that were not readable DICOM objects.
     pub skipped_files: usize,
     headers: Vec<FileHeader>,
-    first_error: Option<String>,
+    /// The first file that looked like DICOM but could not be read.
+    first_damaged: Option<PathBuf>,
 }
 
 impl Scan {
@@ -287,7 +288,7 @@ pub fn scan(path: &Path) -> Result<Scan, LoadError> {
     let single_file = files.len() == 1 && path.is_file();
     let mut headers = Vec::new();
     let mut skipped = 0;
-    let mut first_error = None;
+    let mut first_damaged = None;
     for file in &files {
         match read_header_file(file) {
             Ok(Some(h)) => headers.push(h),
@@ -297,7 +298,7 @@ pub fn scan(path: &Path) -> Result<Scan, LoadError> {
                     return Err(e);
                 }
                 skipped += 1;
-                first_error.get_or_insert_with(|| e.to_string());
+                first_damaged.get_or_insert_with(|| file.clone());
             }
         }
     }
@@ -308,7 +309,7 @@ pub fn scan(path: &Path) -> Result<Scan, LoadError> {
         series: summarize(&headers),
         skipped_files: skipped,
         headers,
-        first_error,
+        first_damaged,
     })
 }
 
@@ -324,25 +325,23 @@ pub fn open(path: &Path) -> Result<LoadedVolume, LoadError> {
     let images: Vec<&SeriesSummary> = scan.image_series().collect();
     match images.len() {
         0 => {
-            if scan.headers.iter().any(|h| h.kind == SeriesKind::NonImage)
-                && scan.headers.len() == 1
-            {
+            let single = scan.headers.len() == 1 && scan.skipped_files == 0;
+            if single && scan.headers[0].kind == SeriesKind::NonImage {
                 return Err(LoadError::NoPixelData { path: path.into() });
             }
-            if scan.headers.iter().any(|h| h.kind != SeriesKind::Image) {
-                return Err(LoadError::NoDicomImages {
-                    path: path.into(),
-                    files_seen: scan.skipped_files + scan.headers.len(),
-                });
+            if single && scan.headers[0].kind == SeriesKind::Segmentation {
+                return Err(seg_as_image(path));
             }
-            if let Some(reason) = &scan.first_error
-                && scan.skipped_files == 1
+            if let Some(damaged) = &scan.first_damaged
+                && let Err(e) = read_header_file(damaged)
             {
-                return Err(LoadError::corrupt(path, FORMAT, reason.clone()));
+                // Only damaged DICOM files: report the first one's problem rather
+                // than "no images".
+                return Err(e);
             }
             Err(LoadError::NoDicomImages {
                 path: path.into(),
-                files_seen: scan.skipped_files,
+                files_seen: scan.skipped_files + scan.headers.len(),
             })
         }
         1 => {
@@ -363,12 +362,7 @@ pub fn read_bytes(bytes: &[u8], name: &Path) -> Result<LoadedVolume, LoadError> 
     match header.kind {
         SeriesKind::Image => {}
         SeriesKind::NonImage => return Err(LoadError::NoPixelData { path: name.into() }),
-        SeriesKind::Segmentation => {
-            return Err(LoadError::unsupported(
-                name,
-                "a DICOM segmentation opened as an image; open the image series and then the segmentation",
-            ));
-        }
+        SeriesKind::Segmentation => return Err(seg_as_image(name)),
     }
     let plan = plan_volume(name, &[&header])?;
     let mut voxels = vec![0f32; plan.geometry.voxel_count()];
@@ -383,6 +377,13 @@ pub fn read_bytes(bytes: &[u8], name: &Path) -> Result<LoadedVolume, LoadError> 
         bytes.len() as u64,
     )?;
     finish(plan, voxels, &[&header], name)
+}
+
+fn seg_as_image(path: &Path) -> LoadError {
+    LoadError::unsupported(
+        path,
+        "a DICOM segmentation (SEG) opened as an image; open its image series first, then load the segmentation onto it",
+    )
 }
 
 // ---------------------------------------------------------------------------------
