@@ -376,6 +376,11 @@ fn liver_seg_reads_onto_its_ct_with_107098_voxels() {
         .sum::<f64>()
         / 107_098.0;
     assert!((0.0..200.0).contains(&mean), "{mean}");
+
+    // The same SEG on another patient's grid is refused.
+    let other = io::open_volume(&shared_data("dicom/ct-abdomen-j2k-series").unwrap()).unwrap();
+    let e = seg::read_seg(&seg_path, other.volume.geometry()).unwrap_err();
+    assert!(matches!(e, LoadError::NotOnGrid { .. }), "{e:?}");
 }
 
 /// Counts checked with pydicom: per segment 9602, 11888, 10743, 6693, 4713 voxels;
