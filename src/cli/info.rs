@@ -67,7 +67,12 @@ pub fn describe(path: &Path, only_series: Option<&str>) -> Result<String, LoadEr
             }
             for (n, s) in chosen.iter().enumerate() {
                 let _ = writeln!(out, "\nSeries {} of {}: {s}", n + 1, chosen.len());
-                let _ = writeln!(out, "  series UID:      {}", s.series_instance_uid);
+                let uid = if s.series_instance_uid.is_empty() {
+                    "(none recorded)"
+                } else {
+                    &s.series_instance_uid
+                };
+                let _ = writeln!(out, "  series UID:      {uid}");
                 let kind = match s.kind {
                     SeriesKind::Image => "images",
                     SeriesKind::Segmentation => "segmentation (DICOM SEG)",

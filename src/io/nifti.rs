@@ -745,7 +745,7 @@ fn quaternion_from_rotation(cols: [[f64; 3]; 3]) -> Option<(f64, f64, f64, f64)>
     let (r21, r22, r23) = (r[1][0], r[1][1], r[1][2]);
     let (r31, r32, r33) = (r[2][0], r[2][1], r[2][2]);
     let trace = r11 + r22 + r33 + 1.0;
-    let (mut a, mut b, mut c, mut d);
+    let (a, mut b, mut c, mut d);
     if trace > 0.5 {
         a = 0.5 * trace.sqrt();
         b = 0.25 * (r32 - r23) / a;
@@ -771,14 +771,13 @@ fn quaternion_from_rotation(cols: [[f64; 3]; 3]) -> Option<(f64, f64, f64, f64)>
             c = 0.25 * (r23 + r32) / d;
             a = 0.25 * (r21 - r12) / d;
         }
+        // q and -q are the same rotation; NIfTI stores the one with a >= 0.
         if a < 0.0 {
-            a = -a;
             b = -b;
             c = -c;
             d = -d;
         }
     }
-    let _ = a;
     Some((b, c, d, qfac))
 }
 

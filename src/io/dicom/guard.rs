@@ -48,6 +48,16 @@ enum Encoding {
     ExplicitBe,
 }
 
+/// An element header: tag, VR (`None` for implicit VR and item tags), value length
+/// and where the value starts.
+#[derive(Clone, Copy, Debug)]
+struct Header {
+    tag: (u16, u16),
+    vr: Option<VR>,
+    len: u32,
+    value_at: usize,
+}
+
 struct Walker<'a> {
     bytes: &'a [u8],
     has_pixel_data: bool,
@@ -75,7 +85,9 @@ pub fn check(bytes: &[u8]) -> Result<Structure, String> {
         if group != 0x0002 {
             break;
         }
-        let (tag, vr, len, value_at) = w.header(pos, bytes.len(), Encoding::ExplicitLe)?;
+        let Header {
+            tag, len, value_at, ..
+        } = w.header(pos, bytes.len(), Encoding::ExplicitLe)?;
         if len == UNDEFINED {
             return Err("the file header has an element of undefined length".into());
         }
@@ -88,7 +100,6 @@ pub fn check(bytes: &[u8]) -> Result<Structure, String> {
                     .to_string(),
             );
         }
-        let _ = vr;
         pos = end;
     }
     let Some(transfer_syntax) = transfer_syntax else {
@@ -167,13 +178,7 @@ impl Walker<'_> {
 
     /// Reads the element header at `pos` (which must end before `end`): tag, VR (None
     /// for implicit VR and item tags), value length and where the value starts.
-    #[allow(clippy::type_complexity)]
-    fn header(
-        &self,
-        pos: usize,
-        end: usize,
-        enc: Encoding,
-    ) -> Result<((u16, u16), Option<VR>, u32, usize), String> {
+    fn header(&self, pos: usize, end: usize, enc: Encoding) -> Result<Header, String> {
         let need = |n: usize| {
             if pos + n > end {
                 Err("an element header runs past the end of its container".to_string())
@@ -222,7 +227,6 @@ impl Walker<'_> {
         }
     }
 
-    #[allow(clippy::type_complexity)]
     fn bounded(
         &self,
         tag: (u16, u16),
@@ -230,7 +234,7 @@ impl Walker<'_> {
         len: u32,
         value_at: usize,
         end: usize,
-    ) -> Result<((u16, u16), Option<VR>, u32, usize), String> {
+    ) -> Result<Header, String> {
         if len != UNDEFINED && value_at as u64 + len as u64 > end as u64 {
             return Err(format!(
                 "element ({:04X},{:04X}) announces {} bytes but only {} remain",
@@ -240,7 +244,12 @@ impl Walker<'_> {
                 end.saturating_sub(value_at)
             ));
         }
-        Ok((tag, vr, len, value_at))
+        Ok(Header {
+            tag,
+            vr,
+            len,
+            value_at,
+        })
     }
 
     /// Walks data set elements from `pos` to `end` (or, when `until_item_end`, to an
@@ -274,7 +283,12 @@ impl Walker<'_> {
                 // trailing padding shorter than an element header
                 return Ok(());
             }
-            let (tag, vr, len, value_at) = self.header(*pos, end, enc)?;
+            let Header {
+                tag,
+                vr,
+                len,
+                value_at,
+            } = self.header(*pos, end, enc)?;
             if tag == ITEM_END {
                 if until_item_end {
                     *pos = value_at;
@@ -354,7 +368,9 @@ impl Walker<'_> {
             {
                 return Ok(pos);
             }
-            let (tag, _, len, value_at) = self.item_header(pos, end, enc)?;
+            let Header {
+                tag, len, value_at, ..
+            } = self.item_header(pos, end, enc)?;
             match tag {
                 SEQUENCE_END if defined_end.is_none() => return Ok(value_at),
                 ITEM if len == UNDEFINED => {
@@ -377,13 +393,7 @@ impl Walker<'_> {
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn item_header(
-        &self,
-        pos: usize,
-        end: usize,
-        enc: Encoding,
-    ) -> Result<((u16, u16), Option<VR>, u32, usize), String> {
+    fn item_header(&self, pos: usize, end: usize, enc: Encoding) -> Result<Header, String> {
         if pos + 8 > end {
             return Err("a sequence runs past the end of the file".into());
         }
@@ -397,7 +407,9 @@ impl Walker<'_> {
     fn fragments(&self, mut pos: usize, end: usize, enc: Encoding) -> Result<(usize, u64), String> {
         let mut count = 0;
         loop {
-            let (tag, _, len, value_at) = self.item_header(pos, end, enc)?;
+            let Header {
+                tag, len, value_at, ..
+            } = self.item_header(pos, end, enc)?;
             match tag {
                 SEQUENCE_END => return Ok((value_at, count)),
                 ITEM if len != UNDEFINED => {

@@ -879,13 +879,13 @@ fn plan_volume(path: &Path, headers: &[&FileHeader]) -> Result<Plan, LoadError> 
 
     let mut warnings = Vec::new();
     let n = placed.len();
-    let (slots, step, spacing_k, direction_k) = if n == 1 {
+    let (slots, spacing_k, direction_k) = if n == 1 {
         let s = frames[0]
             .2
             .spacing_between_slices
             .filter(|s| s.is_finite() && *s > 0.0)
             .unwrap_or(1.0);
-        (vec![0usize], s, s, normal)
+        (vec![0usize], s, normal)
     } else {
         let gaps: Vec<f64> = placed.windows(2).map(|w| w[1].0 - w[0].0).collect();
         let duplicates = gaps.iter().filter(|g| **g < 1e-3).count();
@@ -967,9 +967,8 @@ fn plan_volume(path: &Path, headers: &[&FileHeader]) -> Result<Plan, LoadError> 
                 return Err(irregular());
             }
         }
-        (slots, step, spacing_k, direction)
+        (slots, spacing_k, direction)
     };
-    let _ = step;
     let nz = slots.last().map_or(1, |l| l + 1);
     let mut slot_sources = vec![None; nz];
     for (p, &s) in placed.iter().zip(&slots) {
