@@ -806,13 +806,21 @@ fn damaged_copies_of_real_files_give_errors_or_valid_volumes_never_panics() {
         }));
     }
 
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0x1c5e6);
+    // ICSEG_MUTATION_ROUNDS / ICSEG_MUTATION_SEED allow longer soak runs by hand.
+    let per_file: usize = std::env::var("ICSEG_MUTATION_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(240);
+    let seed: u64 = std::env::var("ICSEG_MUTATION_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x1c5e6);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let (mut ok, mut errors, mut escaped) = (0usize, 0usize, Vec::new());
-    const PER_FILE: usize = 240;
     for (path, loader) in &inputs {
         let original = std::fs::read(path).unwrap();
         let name = Path::new("mutated");
-        for round in 0..PER_FILE {
+        for round in 0..per_file {
             let mut b = original.clone();
             match round % 3 {
                 0 => b.truncate(rng.random_range(0..b.len())),
@@ -859,7 +867,7 @@ fn damaged_copies_of_real_files_give_errors_or_valid_volumes_never_panics() {
     let caught = caught.lock().unwrap().clone();
     println!(
         "{} damaged files: {ok} loaded, {errors} errors, {} panics caught inside decoders {:?}",
-        inputs.len() * PER_FILE,
+        inputs.len() * per_file,
         caught.len() - escaped.len(),
         caught
     );
@@ -868,7 +876,7 @@ fn damaged_copies_of_real_files_give_errors_or_valid_volumes_never_panics() {
         "panics escaped the loaders: {escaped:?}"
     );
     assert!(
-        errors > inputs.len() * PER_FILE / 3,
+        errors > inputs.len() * per_file / 3,
         "too few errors: the mutations were not exercised"
     );
 }
