@@ -28,6 +28,7 @@
 //! generous compression ratio before any decoder runs. Panics inside the third-party
 //! parser and decoders are caught and reported as damaged files.
 
+mod codec_check;
 mod guard;
 pub mod seg;
 
@@ -1077,16 +1078,16 @@ fn fill_from_object(
         }
     }
 
-    if header.transfer_syntax == RLE_LOSSLESS
-        && let Some(fragments) = pixel.fragments()
-    {
-        check_rle(
-            fragments,
-            declared_frames,
-            frame_len,
-            (bits_allocated / 8) as usize,
-        )
-        .map_err(|reason| LoadError::corrupt(path, FORMAT, reason))?;
+    if let Some(fragments) = pixel.fragments() {
+        let expected = codec_check::Expected {
+            rows: ny,
+            columns: nx,
+            samples: 1,
+            bits_allocated: bits_allocated as usize,
+            frames: declared_frames,
+        };
+        codec_check::check(&header.transfer_syntax, fragments, expected)
+            .map_err(|reason| LoadError::corrupt(path, FORMAT, reason))?;
     }
     let decoded = catch_unwind(AssertUnwindSafe(|| obj.decode_pixel_data()));
     let decoded = match decoded {
@@ -1167,79 +1168,6 @@ fn fill_from_object(
         }
     }
     Ok(())
-}
-
-const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
-
-/// Checks RLE Lossless fragments before the decoder sees them (it indexes without
-/// bounds checks): one fragment per frame, a sound 64-byte header with one segment per
-/// byte of a sample, and every segment expanding to at least one byte per pixel.
-fn check_rle(
-    fragments: &[Vec<u8>],
-    frames: u64,
-    pixels_per_frame: usize,
-    bytes_per_sample: usize,
-) -> Result<(), String> {
-    if fragments.len() as u64 != frames {
-        return Err(format!(
-            "RLE pixel data must hold one fragment per frame ({} fragments, {frames} frames)",
-            fragments.len()
-        ));
-    }
-    for (f, fragment) in fragments.iter().enumerate() {
-        let bad = |what: &str| Err(format!("frame {} of the RLE pixel data {what}", f + 1));
-        if fragment.len() < 64 {
-            return bad("has no complete header");
-        }
-        let word = |i: usize| {
-            u32::from_le_bytes([
-                fragment[4 * i],
-                fragment[4 * i + 1],
-                fragment[4 * i + 2],
-                fragment[4 * i + 3],
-            ]) as usize
-        };
-        let segments = word(0);
-        if segments != bytes_per_sample {
-            return bad("has the wrong number of segments");
-        }
-        let mut starts: Vec<usize> = (1..=segments).map(word).collect();
-        starts.push(fragment.len());
-        if starts[0] < 64 || starts.windows(2).any(|w| w[0] > w[1]) {
-            return bad("has impossible segment offsets");
-        }
-        for w in starts.windows(2) {
-            if packbits_len(&fragment[w[0]..w[1]]) < pixels_per_frame {
-                return bad("is shorter than the image");
-            }
-        }
-    }
-    Ok(())
-}
-
-/// How many bytes a PackBits segment expands to (stopping where its input ends).
-fn packbits_len(segment: &[u8]) -> usize {
-    let (mut at, mut out) = (0usize, 0usize);
-    while at < segment.len() {
-        let h = segment[at] as i8;
-        at += 1;
-        match h {
-            0..=127 => {
-                let n = h as usize + 1;
-                out += n.min(segment.len() - at);
-                at += n;
-            }
-            -127..=-1 => {
-                if at >= segment.len() {
-                    break;
-                }
-                out += (1 - h as isize) as usize;
-                at += 1;
-            }
-            _ => {} // -128: no operation
-        }
-    }
-    out
 }
 
 fn finish(
@@ -1568,44 +1496,6 @@ mod tests {
                 }
             ),
             "{e:?}"
-        );
-    }
-
-    #[test]
-    fn rle_fragments_are_checked_before_decoding() {
-        // PackBits: literal run of 3, repeat 0x07 four times, no-op
-        assert_eq!(packbits_len(&[2, 1, 2, 3, 0xFD, 7, 0x80]), 7);
-        assert_eq!(packbits_len(&[5, 1]), 1); // cut literal run
-        let mut fragment = vec![0u8; 64];
-        fragment[0] = 1;
-        fragment[4] = 64;
-        fragment.extend_from_slice(&[0xFB, 9]); // 6 × 9
-        assert!(check_rle(&[fragment.clone()], 1, 6, 1).is_ok());
-        assert!(
-            check_rle(&[fragment.clone()], 1, 7, 1)
-                .unwrap_err()
-                .contains("shorter")
-        );
-        assert!(
-            check_rle(&[fragment.clone()], 2, 6, 1)
-                .unwrap_err()
-                .contains("one fragment per frame")
-        );
-        assert!(
-            check_rle(&[fragment.clone()], 1, 6, 2)
-                .unwrap_err()
-                .contains("segments")
-        );
-        fragment[4] = 200;
-        assert!(
-            check_rle(&[fragment], 1, 6, 1)
-                .unwrap_err()
-                .contains("offsets")
-        );
-        assert!(
-            check_rle(&[vec![1, 0, 0]], 1, 6, 1)
-                .unwrap_err()
-                .contains("header")
         );
     }
 
