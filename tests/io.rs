@@ -376,6 +376,11 @@ fn liver_seg_reads_onto_its_ct_with_107098_voxels() {
         .sum::<f64>()
         / 107_098.0;
     assert!((0.0..200.0).contains(&mean), "{mean}");
+
+    // The same SEG on another patient's grid is refused.
+    let other = io::open_volume(&shared_data("dicom/ct-abdomen-j2k-series").unwrap()).unwrap();
+    let e = seg::read_seg(&seg_path, other.volume.geometry()).unwrap_err();
+    assert!(matches!(e, LoadError::NotOnGrid { .. }), "{e:?}");
 }
 
 /// Counts checked with pydicom: per segment 9602, 11888, 10743, 6693, 4713 voxels;
@@ -680,6 +685,22 @@ fn bad_inputs_give_typed_errors_a_clinician_can_read() {
             matches!(e, LoadError::Corrupt { .. } | LoadError::Truncated { .. }),
             "{e:?}"
         );
+        // the same file alone in a folder: its own problem is reported, not "no images"
+        let folder = d.join("damaged-series");
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::write(folder.join("a.dcm"), &b[..b.len() - 1000]).unwrap();
+        let e = io::open_volume(&folder).unwrap_err();
+        assert!(
+            matches!(e, LoadError::Corrupt { .. } | LoadError::Truncated { .. }),
+            "{e:?}"
+        );
+        assert!(e.to_string().ends_with("a.dcm"), "{e}");
+
+        // a SEG opened as an image volume
+        let seg_file = shared_data("dicom/seg-liver/liver-seg.dcm").unwrap();
+        let e = io::open_volume(&seg_file).unwrap_err();
+        assert!(matches!(e, LoadError::Unsupported { .. }), "{e:?}");
+        assert!(e.to_string().contains("segmentation"), "{e}");
     }
 }
 
@@ -715,4 +736,153 @@ fn errors_and_summaries_carry_no_patient_identifiers() {
         );
     }
     assert!(debug.contains("redacted"));
+}
+
+// ---------------------------------------------------------------------------------
+// Mutation test: damaged copies of the real files
+
+/// Truncates, bit-flips and overwrites the real files many times and feeds each copy
+/// to its loader: every outcome must be an error or a well-formed volume, never a
+/// panic. A panic hook records panics that the loaders catch inside third-party
+/// decoders (they become "damaged file" errors); those are reported, not hidden.
+#[test]
+fn damaged_copies_of_real_files_give_errors_or_valid_volumes_never_panics() {
+    use rand::{RngExt, SeedableRng};
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::sync::{Arc, Mutex};
+
+    let Some(root) = shared_data("dicom") else {
+        return;
+    };
+    let volumes = shared_data("volumes/totalseg-examples").unwrap();
+    let ct = io::open_volume(&root.join("seg-liver/ct-3slice")).unwrap();
+    let reference = ct.volume.geometry().clone();
+    let first_abdomen = std::fs::read_dir(root.join("ct-abdomen-j2k-series"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .unwrap();
+
+    #[derive(Clone, Copy, Debug)]
+    enum Loader {
+        Dicom,
+        Nifti,
+        Seg,
+    }
+    let mut inputs: Vec<(PathBuf, Loader)> = vec![
+        (root.join("seg-liver/ct-3slice/01.dcm"), Loader::Dicom),
+        (first_abdomen, Loader::Dicom),
+        (root.join("seg-liver/liver-seg.dcm"), Loader::Seg),
+        (root.join("seg-liver/partial-overlaps-seg.dcm"), Loader::Seg),
+        (volumes.join("ct_sm_label.nii.gz"), Loader::Nifti),
+        (
+            root.join("ct-abdomen-j2k-series-label.nii.gz"),
+            Loader::Nifti,
+        ),
+    ];
+    for n in [1, 2, 3, 4, 5, 7, 9] {
+        inputs.push((
+            root.join(format!("transfer-syntaxes/{n}.dcm")),
+            Loader::Dicom,
+        ));
+    }
+    // an uncompressed NIfTI too, so flips reach header fields directly
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("mr.nii");
+    let mr = io::open_volume(&volumes.join("mr_sm_image.nii.gz")).unwrap();
+    io::nifti::write_volume(&plain, &mr.volume).unwrap();
+    inputs.push((plain, Loader::Nifti));
+
+    let caught: Arc<Mutex<Vec<String>>> = Arc::default();
+    let previous_hook = std::panic::take_hook();
+    {
+        let caught = caught.clone();
+        std::panic::set_hook(Box::new(move |info| {
+            let at = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            caught.lock().unwrap().push(at);
+        }));
+    }
+
+    // ICSEG_MUTATION_ROUNDS / ICSEG_MUTATION_SEED allow longer soak runs by hand.
+    let per_file: usize = std::env::var("ICSEG_MUTATION_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(240);
+    let seed: u64 = std::env::var("ICSEG_MUTATION_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x1c5e6);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (mut ok, mut errors, mut escaped) = (0usize, 0usize, Vec::new());
+    for (path, loader) in &inputs {
+        let original = std::fs::read(path).unwrap();
+        let name = Path::new("mutated");
+        for round in 0..per_file {
+            let mut b = original.clone();
+            match round % 3 {
+                0 => b.truncate(rng.random_range(0..b.len())),
+                1 => {
+                    // flips concentrated in the first 4 KiB, where the headers are
+                    for _ in 0..rng.random_range(1..=8) {
+                        let limit = if rng.random_range(0..4) == 0 {
+                            b.len()
+                        } else {
+                            b.len().min(4096)
+                        };
+                        let at = rng.random_range(0..limit);
+                        b[at] ^= 1 << rng.random_range(0..8);
+                    }
+                }
+                _ => {
+                    let at = rng.random_range(0..b.len().min(4096));
+                    let end = (at + rng.random_range(1..16)).min(b.len());
+                    for x in &mut b[at..end] {
+                        *x = rng.random();
+                    }
+                }
+            }
+            let outcome = catch_unwind(AssertUnwindSafe(|| match loader {
+                Loader::Dicom => io::dicom::read_bytes(&b, name).map(|v| check_volume(&v.volume)),
+                Loader::Nifti => {
+                    io::nifti::read_volume_bytes(&b, name).map(|v| check_volume(&v.volume))
+                }
+                Loader::Seg => seg::read_seg_bytes(&b, name, &reference).map(|s| {
+                    assert_eq!(s.labels.geometry(), &reference);
+                }),
+            }));
+            match outcome {
+                Ok(Ok(())) => ok += 1,
+                Ok(Err(e)) => {
+                    errors += 1;
+                    assert!(!e.to_string().is_empty());
+                }
+                Err(_) => escaped.push(format!("{} round {round}", path.display())),
+            }
+        }
+    }
+    std::panic::set_hook(previous_hook);
+    let caught = caught.lock().unwrap().clone();
+    println!(
+        "{} damaged files: {ok} loaded, {errors} errors, {} panics caught inside decoders {:?}",
+        inputs.len() * per_file,
+        caught.len() - escaped.len(),
+        caught
+    );
+    assert!(
+        escaped.is_empty(),
+        "panics escaped the loaders: {escaped:?}"
+    );
+    assert!(
+        errors > inputs.len() * per_file / 3,
+        "too few errors: the mutations were not exercised"
+    );
+}
+
+fn check_volume(v: &Volume) {
+    assert_eq!(v.voxels().len(), v.geometry().voxel_count());
+    assert!(v.geometry().validate().is_ok());
+    assert!(v.dims().iter().all(|&d| d > 0));
 }

@@ -1,5 +1,7 @@
 //! Headless subcommands. The GUI and these commands share the same library code paths.
 
+pub mod info;
+
 mod bench;
 mod eval;
 mod explain;
@@ -29,6 +31,9 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Describe a NIfTI file, DICOM file or DICOM folder: series, dimensions, spacing,
+    /// orientation, modality, transfer syntax (no patient identifiers).
+    Info(info::InfoArgs),
     /// Score propagation methods on image/label pairs with simulated annotations.
     Eval(eval::EvalArgs),
     /// Segment every slice of an image from a few annotated slices.
@@ -52,6 +57,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Train(args) => train::run(args),
         Command::Ship(args) => ship::run(args),
+        Command::Info(args) => info::run(args),
     }
 }
 

@@ -40,8 +40,8 @@ pub struct LoadedVolume {
     pub warnings: Vec<LoadWarning>,
 }
 
-/// Where a volume came from.
-#[derive(Clone, Debug, PartialEq)]
+/// Where a volume came from (serialisable, e.g. into a session file).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum VolumeSource {
     /// A NIfTI file.
     Nifti {

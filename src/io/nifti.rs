@@ -239,7 +239,27 @@ pub fn read_label_map(path: &Path, reference: &Geometry) -> Result<LabelMap, Loa
 
 /// Reads a label map on the grid the file itself describes.
 pub fn read_label_map_own_grid(path: &Path) -> Result<LabelMap, LoadError> {
-    let raw = read_raw(path)?;
+    labels_from_raw(read_raw(path)?, path)
+}
+
+/// Reads a label map held in memory, on its own grid or placed on `reference`
+/// (`name` labels messages; the entry point of the fuzz target).
+pub fn read_label_map_bytes(
+    bytes: &[u8],
+    name: &Path,
+    reference: Option<&Geometry>,
+) -> Result<LabelMap, LoadError> {
+    let own = labels_from_raw(parse(bytes, Some(bytes.len() as u64), name)?, name)?;
+    match reference {
+        None => Ok(own),
+        Some(r) => labels_onto_reference(&own, r).map_err(|reason| LoadError::NotOnGrid {
+            path: name.to_path_buf(),
+            reason,
+        }),
+    }
+}
+
+fn labels_from_raw(raw: RawNifti, path: &Path) -> Result<LabelMap, LoadError> {
     let mut warnings = Vec::new();
     if raw.volumes > 1 {
         return Err(LoadError::NotALabelMap {
@@ -358,7 +378,7 @@ fn parse_plain(
         ));
     }
     let mut sizes = [1usize; 7];
-    for a in 0..ndim as usize {
+    for (a, size) in sizes.iter_mut().enumerate().take(ndim as usize) {
         let d = header.dim[a + 1] as i16;
         if d < 1 {
             return Err(LoadError::corrupt(
@@ -367,7 +387,7 @@ fn parse_plain(
                 format!("axis {} has size {d}", a + 1),
             ));
         }
-        sizes[a] = d as usize;
+        *size = d as usize;
     }
     let dims = [sizes[0], sizes[1], sizes[2]];
     let volumes: usize = sizes[3..].iter().product();
@@ -673,15 +693,15 @@ fn encode(
     put_f32(&mut out, 272, offset[1] as f32);
     put_f32(&mut out, 276, offset[2] as f32);
     put_i16(&mut out, 254, XFORM_SCANNER_ANAT);
-    for row in 0..3 {
-        for a in 0..3 {
+    for (row, offset_mm) in offset.iter().enumerate() {
+        for (a, (col, spacing)) in cols.iter().zip(geometry.spacing_mm).enumerate() {
             put_f32(
                 &mut out,
                 280 + 16 * row + 4 * a,
-                (cols[a][row] * geometry.spacing_mm[a]) as f32,
+                (col[row] * spacing) as f32,
             );
         }
-        put_f32(&mut out, 280 + 16 * row + 12, offset[row] as f32);
+        put_f32(&mut out, 280 + 16 * row + 12, *offset_mm as f32);
     }
     out[344..348].copy_from_slice(b"n+1\0");
     // bytes 348..352: extension flag, all zero (no extensions)
@@ -725,7 +745,7 @@ fn quaternion_from_rotation(cols: [[f64; 3]; 3]) -> Option<(f64, f64, f64, f64)>
     let (r21, r22, r23) = (r[1][0], r[1][1], r[1][2]);
     let (r31, r32, r33) = (r[2][0], r[2][1], r[2][2]);
     let trace = r11 + r22 + r33 + 1.0;
-    let (mut a, mut b, mut c, mut d);
+    let (a, mut b, mut c, mut d);
     if trace > 0.5 {
         a = 0.5 * trace.sqrt();
         b = 0.25 * (r32 - r23) / a;
@@ -751,14 +771,13 @@ fn quaternion_from_rotation(cols: [[f64; 3]; 3]) -> Option<(f64, f64, f64, f64)>
             c = 0.25 * (r23 + r32) / d;
             a = 0.25 * (r21 - r12) / d;
         }
+        // q and -q are the same rotation; NIfTI stores the one with a >= 0.
         if a < 0.0 {
-            a = -a;
             b = -b;
             c = -c;
             d = -d;
         }
     }
-    let _ = a;
     Some((b, c, d, qfac))
 }
 
@@ -897,12 +916,14 @@ mod tests {
     #[test]
     fn ras_is_converted_to_lps() {
         // Identity sform in RAS: voxel i runs to the patient's right, i.e. -x in LPS.
-        let mut h = NiftiHeader::default();
-        h.sform_code = 1;
-        h.qform_code = 0;
-        h.srow_x = [2.0, 0.0, 0.0, 10.0];
-        h.srow_y = [0.0, 3.0, 0.0, 20.0];
-        h.srow_z = [0.0, 0.0, 4.0, 30.0];
+        let h = NiftiHeader {
+            sform_code: 1,
+            qform_code: 0,
+            srow_x: [2.0, 0.0, 0.0, 10.0],
+            srow_y: [0.0, 3.0, 0.0, 20.0],
+            srow_z: [0.0, 0.0, 4.0, 30.0],
+            ..NiftiHeader::default()
+        };
         let g = geometry_from_header(&h, [2, 2, 2], Path::new("x"), &mut Vec::new()).unwrap();
         assert_eq!(g.origin_mm, [-10.0, -20.0, 30.0]);
         assert_eq!(g.spacing_mm, [2.0, 3.0, 4.0]);
@@ -913,13 +934,15 @@ mod tests {
 
     #[test]
     fn sform_is_preferred_over_qform() {
-        let mut h = NiftiHeader::default();
-        h.sform_code = 2;
-        h.qform_code = 1;
-        h.srow_x = [5.0, 0.0, 0.0, 0.0];
-        h.srow_y = [0.0, 5.0, 0.0, 0.0];
-        h.srow_z = [0.0, 0.0, 5.0, 0.0];
-        h.pixdim = [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0];
+        let mut h = NiftiHeader {
+            sform_code: 2,
+            qform_code: 1,
+            srow_x: [5.0, 0.0, 0.0, 0.0],
+            srow_y: [0.0, 5.0, 0.0, 0.0],
+            srow_z: [0.0, 0.0, 5.0, 0.0],
+            pixdim: [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0],
+            ..NiftiHeader::default()
+        };
         let g = geometry_from_header(&h, [2, 2, 2], Path::new("x"), &mut Vec::new()).unwrap();
         assert_eq!(g.spacing_mm, [5.0; 3]);
         h.sform_code = 0;
@@ -929,10 +952,12 @@ mod tests {
 
     #[test]
     fn missing_orientation_warns_and_uses_pixdim() {
-        let mut h = NiftiHeader::default();
-        h.sform_code = 0;
-        h.qform_code = 0;
-        h.pixdim = [1.0, 0.5, 0.5, 3.0, 0.0, 0.0, 0.0, 0.0];
+        let h = NiftiHeader {
+            sform_code: 0,
+            qform_code: 0,
+            pixdim: [1.0, 0.5, 0.5, 3.0, 0.0, 0.0, 0.0, 0.0],
+            ..NiftiHeader::default()
+        };
         let mut w = Vec::new();
         let g = geometry_from_header(&h, [2, 2, 2], Path::new("x"), &mut w).unwrap();
         assert_eq!(g.spacing_mm, [0.5, 0.5, 3.0]);
@@ -955,7 +980,9 @@ mod tests {
     #[test]
     fn every_supported_voxel_type_decodes_little_and_big_endian() {
         let g = Geometry::axis_aligned([2, 1, 1], [1.0; 3]);
-        let cases: Vec<(i16, i16, Vec<u8>, Vec<u8>, [f32; 2])> = vec![
+        // (datatype, bitpix, little-endian bytes, big-endian bytes, values)
+        type Case = (i16, i16, Vec<u8>, Vec<u8>, [f32; 2]);
+        let cases: Vec<Case> = vec![
             (2, 8, vec![7, 250], vec![7, 250], [7.0, 250.0]),
             (256, 8, vec![7, 0xfe], vec![7, 0xfe], [7.0, -2.0]),
             (

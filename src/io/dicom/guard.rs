@@ -10,8 +10,8 @@
 //!
 //! It understands the three uncompressed encodings (explicit VR little endian — also
 //! used by every compressed transfer syntax outside the pixel data —, implicit VR little
-//! endian and explicit VR big endian). Deflated data sets cannot be walked without
-//! inflating them and are passed through unchecked.
+//! endian and explicit VR big endian). Deflated data sets are inflated (at most 1 GiB)
+//! and walked as explicit VR little endian.
 
 use dicom::core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
 use dicom::core::{Tag, VR};
@@ -32,7 +32,7 @@ pub struct Structure {
     pub transfer_syntax: String,
     /// Whether the top-level data set has a Pixel Data element.
     pub has_pixel_data: bool,
-    /// Whether the walk covered the data set (false for deflated data sets).
+    /// Whether the walk covered the data set.
     pub checked: bool,
     /// Bytes of native (uncompressed) top-level pixel data.
     pub native_pixel_bytes: Option<u64>,
@@ -46,6 +46,16 @@ enum Encoding {
     ExplicitLe,
     ImplicitLe,
     ExplicitBe,
+}
+
+/// An element header: tag, VR (`None` for implicit VR and item tags), value length
+/// and where the value starts.
+#[derive(Clone, Copy, Debug)]
+struct Header {
+    tag: (u16, u16),
+    vr: Option<VR>,
+    len: u32,
+    value_at: usize,
 }
 
 struct Walker<'a> {
@@ -75,7 +85,9 @@ pub fn check(bytes: &[u8]) -> Result<Structure, String> {
         if group != 0x0002 {
             break;
         }
-        let (tag, vr, len, value_at) = w.header(pos, bytes.len(), Encoding::ExplicitLe)?;
+        let Header {
+            tag, len, value_at, ..
+        } = w.header(pos, bytes.len(), Encoding::ExplicitLe)?;
         if len == UNDEFINED {
             return Err("the file header has an element of undefined length".into());
         }
@@ -88,7 +100,6 @@ pub fn check(bytes: &[u8]) -> Result<Structure, String> {
                     .to_string(),
             );
         }
-        let _ = vr;
         pos = end;
     }
     let Some(transfer_syntax) = transfer_syntax else {
@@ -97,18 +108,41 @@ pub fn check(bytes: &[u8]) -> Result<Structure, String> {
     let encoding = match transfer_syntax.as_str() {
         "1.2.840.10008.1.2" => Encoding::ImplicitLe,
         "1.2.840.10008.1.2.2" => Encoding::ExplicitBe,
-        "1.2.840.10008.1.2.1.99" => {
-            return Ok(Structure {
-                transfer_syntax,
-                has_pixel_data: true,
-                checked: false,
-                native_pixel_bytes: None,
-                pixel_fragments: None,
-            });
-        }
+        "1.2.840.10008.1.2.1.99" => return check_deflated(&bytes[pos..], transfer_syntax),
         _ => Encoding::ExplicitLe,
     };
     w.dataset(pos, bytes.len(), encoding, 0, true)?;
+    Ok(Structure {
+        transfer_syntax,
+        has_pixel_data: w.has_pixel_data,
+        checked: true,
+        native_pixel_bytes: w.native_pixel_bytes,
+        pixel_fragments: w.pixel_fragments,
+    })
+}
+
+/// The largest inflated data set of a deflated file; deflate can expand about
+/// 1000-fold, so without a cap a small file could demand gigabytes.
+const MAX_INFLATED_BYTES: u64 = 1 << 30;
+
+/// Inflates a deflated data set (explicit VR little endian inside) and walks it.
+fn check_deflated(deflated: &[u8], transfer_syntax: String) -> Result<Structure, String> {
+    use std::io::Read;
+    let mut inflated = Vec::new();
+    flate2::read::DeflateDecoder::new(deflated)
+        .take(MAX_INFLATED_BYTES + 1)
+        .read_to_end(&mut inflated)
+        .map_err(|e| format!("the compressed data set is damaged: {e}"))?;
+    if inflated.len() as u64 > MAX_INFLATED_BYTES {
+        return Err("the compressed data set inflates to more than 1 GiB".into());
+    }
+    let mut w = Walker {
+        bytes: &inflated,
+        has_pixel_data: false,
+        native_pixel_bytes: None,
+        pixel_fragments: None,
+    };
+    w.dataset(0, inflated.len(), Encoding::ExplicitLe, 0, true)?;
     Ok(Structure {
         transfer_syntax,
         has_pixel_data: w.has_pixel_data,
@@ -144,13 +178,7 @@ impl Walker<'_> {
 
     /// Reads the element header at `pos` (which must end before `end`): tag, VR (None
     /// for implicit VR and item tags), value length and where the value starts.
-    #[allow(clippy::type_complexity)]
-    fn header(
-        &self,
-        pos: usize,
-        end: usize,
-        enc: Encoding,
-    ) -> Result<((u16, u16), Option<VR>, u32, usize), String> {
+    fn header(&self, pos: usize, end: usize, enc: Encoding) -> Result<Header, String> {
         let need = |n: usize| {
             if pos + n > end {
                 Err("an element header runs past the end of its container".to_string())
@@ -199,7 +227,6 @@ impl Walker<'_> {
         }
     }
 
-    #[allow(clippy::type_complexity)]
     fn bounded(
         &self,
         tag: (u16, u16),
@@ -207,7 +234,7 @@ impl Walker<'_> {
         len: u32,
         value_at: usize,
         end: usize,
-    ) -> Result<((u16, u16), Option<VR>, u32, usize), String> {
+    ) -> Result<Header, String> {
         if len != UNDEFINED && value_at as u64 + len as u64 > end as u64 {
             return Err(format!(
                 "element ({:04X},{:04X}) announces {} bytes but only {} remain",
@@ -217,7 +244,12 @@ impl Walker<'_> {
                 end.saturating_sub(value_at)
             ));
         }
-        Ok((tag, vr, len, value_at))
+        Ok(Header {
+            tag,
+            vr,
+            len,
+            value_at,
+        })
     }
 
     /// Walks data set elements from `pos` to `end` (or, when `until_item_end`, to an
@@ -251,7 +283,12 @@ impl Walker<'_> {
                 // trailing padding shorter than an element header
                 return Ok(());
             }
-            let (tag, vr, len, value_at) = self.header(*pos, end, enc)?;
+            let Header {
+                tag,
+                vr,
+                len,
+                value_at,
+            } = self.header(*pos, end, enc)?;
             if tag == ITEM_END {
                 if until_item_end {
                     *pos = value_at;
@@ -331,7 +368,9 @@ impl Walker<'_> {
             {
                 return Ok(pos);
             }
-            let (tag, _, len, value_at) = self.item_header(pos, end, enc)?;
+            let Header {
+                tag, len, value_at, ..
+            } = self.item_header(pos, end, enc)?;
             match tag {
                 SEQUENCE_END if defined_end.is_none() => return Ok(value_at),
                 ITEM if len == UNDEFINED => {
@@ -354,13 +393,7 @@ impl Walker<'_> {
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn item_header(
-        &self,
-        pos: usize,
-        end: usize,
-        enc: Encoding,
-    ) -> Result<((u16, u16), Option<VR>, u32, usize), String> {
+    fn item_header(&self, pos: usize, end: usize, enc: Encoding) -> Result<Header, String> {
         if pos + 8 > end {
             return Err("a sequence runs past the end of the file".into());
         }
@@ -374,7 +407,9 @@ impl Walker<'_> {
     fn fragments(&self, mut pos: usize, end: usize, enc: Encoding) -> Result<(usize, u64), String> {
         let mut count = 0;
         loop {
-            let (tag, _, len, value_at) = self.item_header(pos, end, enc)?;
+            let Header {
+                tag, len, value_at, ..
+            } = self.item_header(pos, end, enc)?;
             match tag {
                 SEQUENCE_END => return Ok((value_at, count)),
                 ITEM if len != UNDEFINED => {
@@ -470,6 +505,26 @@ mod tests {
         }
         let e = check(&file("1.2.840.10008.1.2.1", &body)).unwrap_err();
         assert!(e.contains("deeply"), "{e}");
+    }
+
+    #[test]
+    fn deflated_data_sets_are_inflated_and_checked() {
+        use std::io::Write;
+        let deflate = |body: &[u8]| {
+            let mut e =
+                flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(body).unwrap();
+            e.finish().unwrap()
+        };
+        let mut body = explicit(0x0028, 0x0010, b"US", &[2, 0]);
+        body.extend(explicit(0x7FE0, 0x0010, b"OW", &[0; 8]));
+        let s = check(&file("1.2.840.10008.1.2.1.99", &deflate(&body))).unwrap();
+        assert!(s.checked && s.has_pixel_data);
+        assert_eq!(s.native_pixel_bytes, Some(8));
+        let last = body.len() - 9;
+        body[last - 3..last + 1].copy_from_slice(&0xFFFF_FF00u32.to_le_bytes());
+        assert!(check(&file("1.2.840.10008.1.2.1.99", &deflate(&body))).is_err());
+        assert!(check(&file("1.2.840.10008.1.2.1.99", b"not deflate at all")).is_err());
     }
 
     #[test]

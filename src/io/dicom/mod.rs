@@ -28,6 +28,7 @@
 //! generous compression ratio before any decoder runs. Panics inside the third-party
 //! parser and decoders are caught and reported as damaged files.
 
+mod codec_check;
 mod guard;
 pub mod seg;
 
@@ -142,7 +143,8 @@ pub struct Scan {
     /// Files that were not readable DICOM objects.
     pub skipped_files: usize,
     headers: Vec<FileHeader>,
-    first_error: Option<String>,
+    /// The first file that looked like DICOM but could not be read.
+    first_damaged: Option<PathBuf>,
 }
 
 impl Scan {
@@ -287,7 +289,7 @@ pub fn scan(path: &Path) -> Result<Scan, LoadError> {
     let single_file = files.len() == 1 && path.is_file();
     let mut headers = Vec::new();
     let mut skipped = 0;
-    let mut first_error = None;
+    let mut first_damaged = None;
     for file in &files {
         match read_header_file(file) {
             Ok(Some(h)) => headers.push(h),
@@ -297,7 +299,7 @@ pub fn scan(path: &Path) -> Result<Scan, LoadError> {
                     return Err(e);
                 }
                 skipped += 1;
-                first_error.get_or_insert_with(|| e.to_string());
+                first_damaged.get_or_insert_with(|| file.clone());
             }
         }
     }
@@ -308,7 +310,7 @@ pub fn scan(path: &Path) -> Result<Scan, LoadError> {
         series: summarize(&headers),
         skipped_files: skipped,
         headers,
-        first_error,
+        first_damaged,
     })
 }
 
@@ -324,25 +326,23 @@ pub fn open(path: &Path) -> Result<LoadedVolume, LoadError> {
     let images: Vec<&SeriesSummary> = scan.image_series().collect();
     match images.len() {
         0 => {
-            if scan.headers.iter().any(|h| h.kind == SeriesKind::NonImage)
-                && scan.headers.len() == 1
-            {
+            let single = scan.headers.len() == 1 && scan.skipped_files == 0;
+            if single && scan.headers[0].kind == SeriesKind::NonImage {
                 return Err(LoadError::NoPixelData { path: path.into() });
             }
-            if scan.headers.iter().any(|h| h.kind != SeriesKind::Image) {
-                return Err(LoadError::NoDicomImages {
-                    path: path.into(),
-                    files_seen: scan.skipped_files + scan.headers.len(),
-                });
+            if single && scan.headers[0].kind == SeriesKind::Segmentation {
+                return Err(seg_as_image(path));
             }
-            if let Some(reason) = &scan.first_error
-                && scan.skipped_files == 1
+            if let Some(damaged) = &scan.first_damaged
+                && let Err(e) = read_header_file(damaged)
             {
-                return Err(LoadError::corrupt(path, FORMAT, reason.clone()));
+                // Only damaged DICOM files: report the first one's problem rather
+                // than "no images".
+                return Err(e);
             }
             Err(LoadError::NoDicomImages {
                 path: path.into(),
-                files_seen: scan.skipped_files,
+                files_seen: scan.skipped_files + scan.headers.len(),
             })
         }
         1 => {
@@ -363,12 +363,7 @@ pub fn read_bytes(bytes: &[u8], name: &Path) -> Result<LoadedVolume, LoadError> 
     match header.kind {
         SeriesKind::Image => {}
         SeriesKind::NonImage => return Err(LoadError::NoPixelData { path: name.into() }),
-        SeriesKind::Segmentation => {
-            return Err(LoadError::unsupported(
-                name,
-                "a DICOM segmentation opened as an image; open the image series and then the segmentation",
-            ));
-        }
+        SeriesKind::Segmentation => return Err(seg_as_image(name)),
     }
     let plan = plan_volume(name, &[&header])?;
     let mut voxels = vec![0f32; plan.geometry.voxel_count()];
@@ -383,6 +378,13 @@ pub fn read_bytes(bytes: &[u8], name: &Path) -> Result<LoadedVolume, LoadError> 
         bytes.len() as u64,
     )?;
     finish(plan, voxels, &[&header], name)
+}
+
+fn seg_as_image(path: &Path) -> LoadError {
+    LoadError::unsupported(
+        path,
+        "a DICOM segmentation (SEG) opened as an image; open its image series first, then load the segmentation onto it",
+    )
 }
 
 // ---------------------------------------------------------------------------------
@@ -599,12 +601,11 @@ fn header_from_object(
     let columns = int(obj, tags::COLUMNS)
         .unwrap_or(0)
         .clamp(0, u16::MAX as i64) as u64;
-    let bytes_per_sample =
-        (int(obj, tags::BITS_ALLOCATED).unwrap_or(8).clamp(1, 64) as u64).div_ceil(8);
+    let bits_allocated = int(obj, tags::BITS_ALLOCATED).unwrap_or(8).clamp(1, 64) as u64;
     // Never trust Number of Frames for an allocation: cap it by the frames the pixel
-    // data can hold (bytes for native data, fragments for compressed data).
+    // data can hold (bits for native data, fragments for compressed data).
     let frames_possible = match (structure.native_pixel_bytes, structure.pixel_fragments) {
-        (Some(bytes), _) => bytes / (rows * columns * bytes_per_sample).max(1),
+        (Some(bytes), _) => bytes * 8 / (rows * columns * bits_allocated).max(1),
         (None, Some(fragments)) => fragments,
         (None, None) => 1,
     };
@@ -619,7 +620,9 @@ fn header_from_object(
         pixel_spacing: array::<2>(floats(obj, tags::PIXEL_SPACING)),
         slope: float(obj, tags::RESCALE_SLOPE).unwrap_or(1.0),
         intercept: float(obj, tags::RESCALE_INTERCEPT).unwrap_or(0.0),
-        spacing_between_slices: float(obj, tags::SPACING_BETWEEN_SLICES),
+        // only used for a single slice, where no second position gives the spacing
+        spacing_between_slices: float(obj, tags::SPACING_BETWEEN_SLICES)
+            .or_else(|| float(obj, tags::SLICE_THICKNESS)),
     };
     let shared = items(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE).first();
     let per_frame = items(obj, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE);
@@ -877,13 +880,13 @@ fn plan_volume(path: &Path, headers: &[&FileHeader]) -> Result<Plan, LoadError> 
 
     let mut warnings = Vec::new();
     let n = placed.len();
-    let (slots, step, spacing_k, direction_k) = if n == 1 {
+    let (slots, spacing_k, direction_k) = if n == 1 {
         let s = frames[0]
             .2
             .spacing_between_slices
             .filter(|s| s.is_finite() && *s > 0.0)
             .unwrap_or(1.0);
-        (vec![0usize], s, s, normal)
+        (vec![0usize], s, normal)
     } else {
         let gaps: Vec<f64> = placed.windows(2).map(|w| w[1].0 - w[0].0).collect();
         let duplicates = gaps.iter().filter(|g| **g < 1e-3).count();
@@ -965,9 +968,8 @@ fn plan_volume(path: &Path, headers: &[&FileHeader]) -> Result<Plan, LoadError> 
                 return Err(irregular());
             }
         }
-        (slots, step, spacing_k, direction)
+        (slots, spacing_k, direction)
     };
-    let _ = step;
     let nz = slots.last().map_or(1, |l| l + 1);
     let mut slot_sources = vec![None; nz];
     for (p, &s) in placed.iter().zip(&slots) {
@@ -1076,6 +1078,17 @@ fn fill_from_object(
         }
     }
 
+    if let Some(fragments) = pixel.fragments() {
+        let expected = codec_check::Expected {
+            rows: ny,
+            columns: nx,
+            samples: 1,
+            bits_allocated: bits_allocated as usize,
+            frames: declared_frames,
+        };
+        codec_check::check(&header.transfer_syntax, fragments, expected)
+            .map_err(|reason| LoadError::corrupt(path, FORMAT, reason))?;
+    }
     let decoded = catch_unwind(AssertUnwindSafe(|| obj.decode_pixel_data()));
     let decoded = match decoded {
         Ok(Ok(d)) => d,
@@ -1238,4 +1251,317 @@ fn norm(a: [f64; 3]) -> f64 {
 fn unit(a: [f64; 3]) -> Option<[f64; 3]> {
     let n = norm(a);
     (n.is_finite() && n > 1e-6).then(|| [a[0] / n, a[1] / n, a[2] / n])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom::core::value::{DataSetSequence, PrimitiveValue};
+    use dicom::core::{DataElement, VR};
+    use dicom::dictionary_std::uids;
+    use dicom::object::FileMetaTableBuilder;
+
+    fn put(o: &mut InMemDicomObject, tag: Tag, vr: VR, v: &str) {
+        o.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
+    }
+
+    fn item_with(tag: Tag, vr: VR, v: &str) -> InMemDicomObject {
+        let mut o = InMemDicomObject::new_empty();
+        put(&mut o, tag, vr, v);
+        o
+    }
+
+    fn seq(o: &mut InMemDicomObject, tag: Tag, items: Vec<InMemDicomObject>) {
+        o.put(DataElement::new(tag, VR::SQ, DataSetSequence::from(items)));
+    }
+
+    /// A 3 × 2 CT image object with 16-bit signed native pixels.
+    fn ct_object(sop: &str, pixels: &[i16], frames: usize) -> InMemDicomObject {
+        let mut o = InMemDicomObject::new_empty();
+        put(
+            &mut o,
+            tags::SOP_CLASS_UID,
+            VR::UI,
+            "1.2.840.10008.5.1.4.1.1.2",
+        );
+        put(&mut o, tags::SOP_INSTANCE_UID, VR::UI, sop);
+        put(&mut o, tags::STUDY_INSTANCE_UID, VR::UI, "1.2.3.4");
+        put(&mut o, tags::SERIES_INSTANCE_UID, VR::UI, "1.2.3.4.5");
+        put(&mut o, tags::FRAME_OF_REFERENCE_UID, VR::UI, "1.2.3.4.6");
+        put(&mut o, tags::MODALITY, VR::CS, "CT");
+        put(&mut o, tags::PATIENT_NAME, VR::PN, "Doe^Jane");
+        put(&mut o, tags::PATIENT_ID, VR::LO, "PID-4711");
+        o.put(DataElement::new(
+            tags::ROWS,
+            VR::US,
+            PrimitiveValue::from(2u16),
+        ));
+        o.put(DataElement::new(
+            tags::COLUMNS,
+            VR::US,
+            PrimitiveValue::from(3u16),
+        ));
+        o.put(DataElement::new(
+            tags::SAMPLES_PER_PIXEL,
+            VR::US,
+            PrimitiveValue::from(1u16),
+        ));
+        put(
+            &mut o,
+            tags::PHOTOMETRIC_INTERPRETATION,
+            VR::CS,
+            "MONOCHROME2",
+        );
+        o.put(DataElement::new(
+            tags::BITS_ALLOCATED,
+            VR::US,
+            PrimitiveValue::from(16u16),
+        ));
+        o.put(DataElement::new(
+            tags::BITS_STORED,
+            VR::US,
+            PrimitiveValue::from(12u16),
+        ));
+        o.put(DataElement::new(
+            tags::HIGH_BIT,
+            VR::US,
+            PrimitiveValue::from(11u16),
+        ));
+        o.put(DataElement::new(
+            tags::PIXEL_REPRESENTATION,
+            VR::US,
+            PrimitiveValue::from(1u16),
+        ));
+        if frames > 1 {
+            put(&mut o, tags::NUMBER_OF_FRAMES, VR::IS, &frames.to_string());
+        }
+        let bytes: Vec<u8> = pixels.iter().flat_map(|v| v.to_le_bytes()).collect();
+        o.put(DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OW,
+            PrimitiveValue::U8(bytes.into()),
+        ));
+        o
+    }
+
+    fn write(dir: &Path, name: &str, o: InMemDicomObject, ts: &str) -> PathBuf {
+        let file = o
+            .with_meta(FileMetaTableBuilder::new().transfer_syntax(ts))
+            .unwrap();
+        let p = dir.join(name);
+        file.write_to_file(&p).unwrap();
+        p
+    }
+
+    fn slice(dir: &Path, n: usize, z: f64, pixels: &[i16]) {
+        let mut o = ct_object(&format!("1.2.3.4.5.{n}"), pixels, 1);
+        put(
+            &mut o,
+            tags::IMAGE_POSITION_PATIENT,
+            VR::DS,
+            &format!("-10\\20\\{z}"),
+        );
+        put(
+            &mut o,
+            tags::IMAGE_ORIENTATION_PATIENT,
+            VR::DS,
+            "1\\0\\0\\0\\1\\0",
+        );
+        put(&mut o, tags::PIXEL_SPACING, VR::DS, "0.5\\0.25");
+        put(&mut o, tags::RESCALE_SLOPE, VR::DS, "2");
+        put(&mut o, tags::RESCALE_INTERCEPT, VR::DS, "-1024");
+        let ts = if n.is_multiple_of(2) {
+            uids::EXPLICIT_VR_LITTLE_ENDIAN
+        } else {
+            uids::IMPLICIT_VR_LITTLE_ENDIAN
+        };
+        write(dir, &format!("s{n}.dcm"), o, ts);
+    }
+
+    #[test]
+    fn slices_are_sorted_along_the_normal_with_rescale_and_12_bit_sign() {
+        let dir = tempfile::tempdir().unwrap();
+        // files written out of order; 0x0FFF is -1 in 12-bit two's complement, and the
+        // bits above Bits Stored (0xF000) must be ignored
+        slice(dir.path(), 0, 5.0, &[0, 1, 2, 3, 4, 0x0FFF]);
+        slice(dir.path(), 1, -1.0, &[10, 11, 12, 13, 14, 15]);
+        slice(dir.path(), 2, 2.0, &[20, 21, 22, 23, 24, 0x7000 | 25]);
+        let v = open(dir.path()).unwrap();
+        let g = v.volume.geometry();
+        assert_eq!(g.dims, [3, 2, 3]);
+        // Pixel Spacing is (rows, columns): i steps 0.25 mm, j steps 0.5 mm
+        assert_eq!(g.spacing_mm, [0.25, 0.5, 3.0]);
+        assert_eq!(g.origin_mm, [-10.0, 20.0, -1.0]);
+        let hu = |x: f32| x * 2.0 - 1024.0;
+        assert_eq!(v.volume.get([0, 0, 0]), Some(hu(10.0)));
+        assert_eq!(v.volume.get([2, 1, 1]), Some(hu(25.0)));
+        assert_eq!(v.volume.get([2, 1, 2]), Some(hu(-1.0)));
+        assert!(v.warnings.is_empty(), "{:?}", v.warnings);
+        let src = v.source.dicom().unwrap();
+        let order: Vec<&str> = src
+            .slices
+            .iter()
+            .map(|s| s.as_ref().unwrap().sop_instance_uid.as_str())
+            .collect();
+        assert_eq!(order, ["1.2.3.4.5.1", "1.2.3.4.5.2", "1.2.3.4.5.0"]);
+        assert_eq!(src.patient_study.len(), 2);
+        assert!(!format!("{v:?}").contains("Doe"));
+        assert!(!format!("{v:?}").contains("4711"));
+    }
+
+    #[test]
+    fn an_enhanced_multi_frame_object_builds_a_volume_from_its_functional_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        // three frames stored top-down (z = 4, 2, 0), per-frame rescale intercepts
+        let pixels: Vec<i16> = (0..18).collect();
+        let mut o = ct_object("1.2.3.9", &pixels, 3);
+        let mut shared = InMemDicomObject::new_empty();
+        seq(
+            &mut shared,
+            tags::PLANE_ORIENTATION_SEQUENCE,
+            vec![item_with(
+                tags::IMAGE_ORIENTATION_PATIENT,
+                VR::DS,
+                "1\\0\\0\\0\\1\\0",
+            )],
+        );
+        seq(
+            &mut shared,
+            tags::PIXEL_MEASURES_SEQUENCE,
+            vec![item_with(tags::PIXEL_SPACING, VR::DS, "1\\1")],
+        );
+        seq(
+            &mut o,
+            tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE,
+            vec![shared],
+        );
+        let frames = [4.0, 2.0, 0.0]
+            .iter()
+            .enumerate()
+            .map(|(f, z)| {
+                let mut g = InMemDicomObject::new_empty();
+                seq(
+                    &mut g,
+                    tags::PLANE_POSITION_SEQUENCE,
+                    vec![item_with(
+                        tags::IMAGE_POSITION_PATIENT,
+                        VR::DS,
+                        &format!("0\\0\\{z}"),
+                    )],
+                );
+                let mut t = item_with(tags::RESCALE_SLOPE, VR::DS, "1");
+                put(
+                    &mut t,
+                    tags::RESCALE_INTERCEPT,
+                    VR::DS,
+                    &format!("{}", -100 * f as i32),
+                );
+                seq(&mut g, tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE, vec![t]);
+                g
+            })
+            .collect();
+        seq(&mut o, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, frames);
+        let p = write(dir.path(), "mf.dcm", o, uids::EXPLICIT_VR_LITTLE_ENDIAN);
+        let v = open(&p).unwrap();
+        let g = v.volume.geometry();
+        assert_eq!(g.dims, [3, 2, 3]);
+        assert_eq!(g.spacing_mm, [1.0, 1.0, 2.0]);
+        assert_eq!(g.origin_mm, [0.0, 0.0, 0.0]);
+        // k = 0 is the last frame (z = 0), intercept -200
+        assert_eq!(v.volume.get([0, 0, 0]), Some(12.0 - 200.0));
+        assert_eq!(v.volume.get([0, 0, 2]), Some(0.0));
+        let src = v.source.dicom().unwrap();
+        let frames: Vec<Option<u32>> = src
+            .slices
+            .iter()
+            .map(|s| s.as_ref().unwrap().frame_number)
+            .collect();
+        assert_eq!(frames, [Some(3), Some(2), Some(1)]);
+    }
+
+    #[test]
+    fn a_short_pixel_data_element_is_reported_as_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = ct_object("1.2.3.7", &[1, 2, 3], 1); // 3 pixels for a 3 × 2 image
+        put(&mut o, tags::IMAGE_POSITION_PATIENT, VR::DS, "0\\0\\0");
+        let p = write(dir.path(), "short.dcm", o, uids::EXPLICIT_VR_LITTLE_ENDIAN);
+        let e = open(&p).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                LoadError::Truncated {
+                    expected_bytes: 12,
+                    actual_bytes: 6,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn mixed_image_sizes_are_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        slice(dir.path(), 0, 0.0, &[0; 6]);
+        slice(dir.path(), 1, 1.0, &[0; 6]);
+        let mut o = ct_object("1.2.3.4.5.9", &[0; 4], 1);
+        o.put(DataElement::new(
+            tags::COLUMNS,
+            VR::US,
+            PrimitiveValue::from(2u16),
+        ));
+        put(&mut o, tags::IMAGE_POSITION_PATIENT, VR::DS, "-10\\20\\2");
+        put(
+            &mut o,
+            tags::IMAGE_ORIENTATION_PATIENT,
+            VR::DS,
+            "1\\0\\0\\0\\1\\0",
+        );
+        write(dir.path(), "odd.dcm", o, uids::EXPLICIT_VR_LITTLE_ENDIAN);
+        let e = open(dir.path()).unwrap_err();
+        assert!(
+            matches!(&e, LoadError::InconsistentSeries { problem: SeriesProblem::MixedSizes { sizes }, .. } if sizes.len() == 2),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_tilted_stack_keeps_true_positions_and_warns() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in 0..3 {
+            let mut o = ct_object(&format!("1.2.3.8.{n}"), &[0; 6], 1);
+            // stacked along z but shifted 0.5 mm in y per slice: a 14° tilt
+            put(
+                &mut o,
+                tags::IMAGE_POSITION_PATIENT,
+                VR::DS,
+                &format!("0\\{}\\{}", n as f64 * 0.5, n * 2),
+            );
+            put(
+                &mut o,
+                tags::IMAGE_ORIENTATION_PATIENT,
+                VR::DS,
+                "1\\0\\0\\0\\1\\0",
+            );
+            put(&mut o, tags::PIXEL_SPACING, VR::DS, "1\\1");
+            write(
+                dir.path(),
+                &format!("t{n}.dcm"),
+                o,
+                uids::EXPLICIT_VR_LITTLE_ENDIAN,
+            );
+        }
+        let v = open(dir.path()).unwrap();
+        let g = v.volume.geometry();
+        let p = g.patient_from_voxel([0.0, 0.0, 2.0]);
+        assert!(
+            (p[1] - 1.0).abs() < 1e-9 && (p[2] - 4.0).abs() < 1e-9,
+            "{p:?}"
+        );
+        assert!(
+            matches!(v.warnings[..], [LoadWarning::GantryTilt { degrees }] if (degrees - 14.04).abs() < 0.1),
+            "{:?}",
+            v.warnings
+        );
+    }
 }

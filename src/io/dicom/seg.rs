@@ -27,7 +27,7 @@ use dicom::dictionary_std::{tags, uids};
 use dicom::object::{FileMetaTableBuilder, InMemDicomObject};
 
 use super::{
-    DicomSource, FORMAT as DICOM_FORMAT, SEGMENTATION_SOP_CLASS, float, floats, int, items, parse,
+    DicomSource, FORMAT as DICOM_FORMAT, SEGMENTATION_SOP_CLASS, floats, int, items, parse,
     read_if_dicom, text,
 };
 use crate::io::error::{LoadError, SaveError};
@@ -900,7 +900,6 @@ pub fn read_seg_bytes(
             }
         }
     }
-    let _ = float;
     Ok(Segmentation {
         labels,
         segments,
