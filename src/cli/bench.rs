@@ -220,10 +220,14 @@ fn bench_config(
     // Explanation clicks, support cached.
     let query = queries[queries.len() / 2];
     let pixel = [316, 236];
-    predictor.explain(&support, roi, query, pixel)?;
+    predictor.explain(&support, roi, query, pixel, None)?;
     let mut clicks = Vec::new();
     for _ in 0..args.repeat.max(1) {
-        clicks.push(predictor.explain(&support, roi, query, pixel)?.latency);
+        clicks.push(
+            predictor
+                .explain(&support, roi, query, pixel, None)?
+                .latency,
+        );
     }
     clicks.sort();
 

@@ -13,8 +13,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::inference::{
-    ModelArgs, Pixel, SliceList, axis_from_index, peak_memory_bytes, start_engine,
-    support_from_labels,
+    ModelArgs, Pixel, SliceList, axis_from_index, parse_support_size, peak_memory_bytes,
+    start_engine, support_from_labels,
 };
 use crate::engine::{Engine, Event, Explanation, JobRequest, SupportSet};
 use crate::io;
@@ -50,6 +50,10 @@ pub struct ExplainArgs {
     /// Clicks to time (the latency reported is their median, support features cached).
     #[arg(long, default_value_t = 5)]
     pub repeat: usize,
+    /// Explain with the N support slices most similar to the query slice, as
+    /// `icseg propagate --support-size N` predicts it (default: all listed slices).
+    #[arg(long, value_name = "N", value_parser = parse_support_size)]
+    pub support_size: Option<usize>,
     /// Model, device and batching.
     #[command(flatten)]
     pub model: ModelArgs,
@@ -88,6 +92,8 @@ struct ExplainReport {
     weights_trained: bool,
     query_slice: usize,
     pixel: [usize; 2],
+    /// Support slices the explained ones were chosen from.
+    candidates: usize,
     region: Region,
     stages: Vec<StageReport>,
     latency: Latency,
@@ -104,11 +110,13 @@ fn explain_once(
     support: &Arc<SupportSet>,
     query_slice: usize,
     pixel: [usize; 2],
+    support_size: Option<usize>,
 ) -> anyhow::Result<Box<Explanation>> {
     let id = engine.submit(JobRequest::Explain {
         support: support.clone(),
         query_slice,
         pixel,
+        support_size,
     });
     loop {
         match engine
@@ -159,13 +167,14 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         args.label,
     )?);
     let (engine, info) = start_engine(args.model.engine_config())?;
+    let support_size = args.support_size;
 
     // The first click encodes the support set; the timed ones find it cached.
-    let first = explain_once(&engine, &support, args.query_slice, pixel)?;
+    let first = explain_once(&engine, &support, args.query_slice, pixel, support_size)?;
     let mut latencies = Vec::new();
     let mut explanation = first.clone();
     for _ in 0..args.repeat.max(1) {
-        explanation = explain_once(&engine, &support, args.query_slice, pixel)?;
+        explanation = explain_once(&engine, &support, args.query_slice, pixel, support_size)?;
         latencies.push(explanation.latency);
     }
     latencies.sort();
@@ -191,6 +200,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         weights_trained: matches!(info.weights, crate::engine::WeightsStatus::Loaded(_)),
         query_slice: args.query_slice,
         pixel,
+        candidates: explanation.candidates,
         region: explanation.region,
         stages,
         latency: Latency {
@@ -209,7 +219,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     eprintln!(
         "wrote {} and {} PNGs to {}; click-to-maps latency {:.1} ms (median of {})",
         json_path.display(),
-        3 * support.slices.len() + 1,
+        3 * explanation.support_slices.len() + 1,
         args.out_dir.display(),
         ms(median),
         latencies.len()
@@ -229,7 +239,7 @@ fn write_pngs(
     for (n_stage, stage) in explanation.stages.iter().enumerate() {
         // One colour scale per stage, shared by its support slices, so that the
         // slices can be compared.
-        let heatmaps: Vec<Image2D<f32>> = (0..support.slices.len())
+        let heatmaps: Vec<Image2D<f32>> = (0..explanation.support_slices.len())
             .map(|n| explanation.native_heatmap(n_stage, n, w, h))
             .collect();
         let peak = heatmaps
@@ -238,7 +248,12 @@ fn write_pngs(
             .fold(0.0f32, f32::max)
             .max(1e-12);
         let mut support_report = Vec::new();
-        for (n, (slice, heat)) in support.slices.iter().zip(&heatmaps).enumerate() {
+        // The explained slices: all of the support set, or the ones chosen for the query.
+        let explained = explanation
+            .support_slices
+            .iter()
+            .filter_map(|&index| support.slices.iter().find(|s| s.index == index));
+        for (n, (slice, heat)) in explained.zip(&heatmaps).enumerate() {
             let image = support.volume.slice(support.axis, slice.index);
             let mut rgb = grey(&image, modality);
             overlay_heat(&mut rgb, heat, peak);

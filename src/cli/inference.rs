@@ -138,6 +138,15 @@ pub fn parse_pixel(s: &str) -> Result<[usize; 2], String> {
     }
 }
 
+/// Parses `--support-size N` (a positive number of slices).
+pub fn parse_support_size(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("the support size must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{s}` is not a number of slices")),
+    }
+}
+
 /// The axis from its index 0, 1, 2 (2 = the slice axis `k`).
 pub fn axis_from_index(index: usize) -> anyhow::Result<Axis> {
     Axis::from_index(index).with_context(|| format!("--axis must be 0, 1 or 2, not {index}"))
@@ -224,6 +233,15 @@ mod tests {
         assert_eq!(parse_slices("30, 12,48,12"), Ok(vec![12, 30, 48]));
         assert!(parse_slices("").is_err());
         assert!(parse_slices("1,x").is_err());
+    }
+
+    #[test]
+    fn support_sizes_are_positive_counts() {
+        assert_eq!(parse_support_size("8"), Ok(8));
+        assert_eq!(parse_support_size(" 3 "), Ok(3));
+        assert!(parse_support_size("0").unwrap_err().contains("at least 1"));
+        assert!(parse_support_size("-2").is_err());
+        assert!(parse_support_size("all").is_err());
     }
 
     #[test]

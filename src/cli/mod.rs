@@ -101,9 +101,31 @@ mod tests {
                 assert_eq!(args.slices.0, vec![12, 30, 48]);
                 assert_eq!(args.label, Some(3));
                 assert_eq!(args.model.device, crate::engine::DeviceChoice::Cpu);
+                assert_eq!(args.support_size, None, "no limit unless asked");
             }
             other => panic!("{other:?}"),
         }
+        let with_size = |size: &str| {
+            Cli::try_parse_from([
+                "icseg",
+                "propagate",
+                "--image",
+                "ct.nii.gz",
+                "--annotations",
+                "ann.nii.gz",
+                "--slices",
+                "1,5,9,13",
+                "--out",
+                "pred.nii.gz",
+                "--support-size",
+                size,
+            ])
+        };
+        match with_size("2").unwrap().command {
+            Some(Command::Propagate(args)) => assert_eq!(args.support_size, Some(2)),
+            other => panic!("{other:?}"),
+        }
+        assert!(with_size("0").is_err());
         let cli = Cli::try_parse_from([
             "icseg",
             "explain",

@@ -9,7 +9,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::inference::{
-    ModelArgs, SliceList, axis_from_index, peak_memory_bytes, start_engine, support_from_labels,
+    ModelArgs, SliceList, axis_from_index, parse_support_size, peak_memory_bytes, start_engine,
+    support_from_labels,
 };
 use crate::engine::{Event, JobRequest, PropagationStats};
 use crate::io;
@@ -36,6 +37,11 @@ pub struct PropagateArgs {
     /// Where to write the binary mask (NIfTI).
     #[arg(long, value_name = "PRED.nii.gz")]
     pub out: PathBuf,
+    /// Segment each slice with only the N annotated slices most similar to it (by the
+    /// network's Attention Mapper Encoder embeddings, paper §4.3) when more are listed
+    /// (default: every listed slice for every query).
+    #[arg(long, value_name = "N", value_parser = parse_support_size)]
+    pub support_size: Option<usize>,
     /// Where to write a JSON report of timings and memory.
     #[arg(long, value_name = "REPORT.json")]
     pub report: Option<PathBuf>,
@@ -65,6 +71,7 @@ struct Seconds {
     load: f64,
     engine_start: f64,
     support_encoding: f64,
+    retrieval: f64,
     inference: f64,
     propagation: f64,
     write: f64,
@@ -108,6 +115,7 @@ pub fn run(args: PropagateArgs) -> anyhow::Result<()> {
     let id = engine.submit(JobRequest::Propagate {
         support: Arc::new(support),
         slices: targets.clone(),
+        support_size: args.support_size,
     });
     let stats = loop {
         match engine
@@ -139,6 +147,14 @@ pub fn run(args: PropagateArgs) -> anyhow::Result<()> {
     };
     eprintln!();
     let propagation = propagation.elapsed();
+    if let Some(k) = stats.support_size {
+        eprintln!(
+            "support: each slice used the {k} most similar of {} annotated slices ({} distinct sets, chosen in {:.2} s)",
+            stats.support_slices,
+            stats.groups.len(),
+            secs(stats.retrieval)
+        );
+    }
 
     let write = Instant::now();
     io::write_label_map(&args.out, &output)?;
@@ -173,6 +189,7 @@ pub fn run(args: PropagateArgs) -> anyhow::Result<()> {
                 load: secs(load),
                 engine_start: secs(engine_start),
                 support_encoding: secs(stats.support_encoding),
+                retrieval: secs(stats.retrieval),
                 inference: secs(stats.timings.inference),
                 propagation: secs(propagation),
                 write: secs(write),

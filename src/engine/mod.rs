@@ -8,7 +8,11 @@
 //! use icseg::engine::{Engine, EngineConfig, Event, JobRequest, SupportSet};
 //! # fn support() -> Arc<SupportSet> { unimplemented!() }
 //! let engine = Engine::start(EngineConfig::default(), Box::new(|| { /* ctx.request_repaint() */ }));
-//! let id = engine.submit(JobRequest::Propagate { support: support(), slices: vec![3, 4, 5] });
+//! let id = engine.submit(JobRequest::Propagate {
+//!     support: support(),
+//!     slices: vec![3, 4, 5],
+//!     support_size: Some(8), // more annotated slices: each query gets its 8 most similar
+//! });
 //! for event in engine.events().iter() {
 //!     match event {
 //!         Event::SlicePredicted { id: got, slice, probabilities } if got == id => { /* … */ }
@@ -25,6 +29,7 @@
 mod device;
 mod predictor;
 pub mod preprocess;
+pub mod retrieval;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -38,11 +43,12 @@ use crossbeam_channel::{Receiver, Sender};
 pub use device::{AdapterSummary, ComputeDevice, DeviceChoice, list_adapters, select_device};
 pub use predictor::{
     BatchTimings, CacheUse, ExplainedStage, Explanation, Predictor, PreparedSupport, SupportSet,
-    SupportSlice,
+    SupportSlice, support_limit,
 };
 pub use preprocess::{RoiMode, RoiPolicy};
+pub use retrieval::SupportGroup;
 
-use crate::model::{Model, ModelConfig, WeightsError};
+use crate::model::{Model, ModelConfig, SupportFeatures, WeightsError};
 use crate::volume::{Image2D, Region};
 
 /// Engine failures. Messages say what to do; none carries patient data.
@@ -201,6 +207,11 @@ pub enum JobRequest {
         support: Arc<SupportSet>,
         /// Slices to predict (annotated ones may be included; they are predicted too).
         slices: Vec<usize>,
+        /// The most support slices one query is segmented with (`None`: all). When the
+        /// support set holds more, each query gets the ones most similar to it by the
+        /// Attention Mapper Encoder's embeddings (paper §4.3; see [`retrieval`]).
+        /// `Some(0)` is an error.
+        support_size: Option<usize>,
     },
     /// The attention maps for one clicked pixel.
     Explain {
@@ -210,6 +221,9 @@ pub enum JobRequest {
         query_slice: usize,
         /// The clicked pixel `[x, y]` of the query slice.
         pixel: [usize; 2],
+        /// As for [`JobRequest::Propagate`]: the maps then cover the support slices a
+        /// propagation of `query_slice` with this support size uses.
+        support_size: Option<usize>,
     },
     /// Drops cached support features (e.g. after loading another volume).
     ClearCache,
@@ -222,13 +236,24 @@ pub struct PropagationStats {
     pub slices: usize,
     /// Batches run.
     pub batches: usize,
-    /// Support slices.
+    /// Support slices (the candidates, when a support size applied).
     pub support_slices: usize,
+    /// Support slices per query when a support size below `support_slices` made the
+    /// engine choose them by similarity; `None` when every query used all of them.
+    pub support_size: Option<usize>,
+    /// Which support slices each query used: one group with all of them, or, after a
+    /// choice by similarity, one group per distinct choice (its queries were batched
+    /// together and shared its support features).
+    pub groups: Vec<SupportGroup>,
     /// Whether support features were cached.
     pub cache: CacheUse,
     /// Preparing and encoding the support set (seconds in JSON).
     #[serde(serialize_with = "as_seconds")]
     pub support_encoding: Duration,
+    /// Choosing support slices by similarity (zero without a support size; seconds in
+    /// JSON).
+    #[serde(serialize_with = "as_seconds")]
+    pub retrieval: Duration,
     /// Summed over batches.
     pub timings: Timings,
     /// From the job's start to its end.
@@ -531,11 +556,16 @@ fn worker(config: EngineConfig, jobs: Receiver<Message>, out: Outbox, cancellati
             continue;
         };
         let result = match job {
-            JobRequest::Propagate { support, slices } => guarded(|| {
+            JobRequest::Propagate {
+                support,
+                slices,
+                support_size,
+            } => guarded(|| {
                 let job = PropagationJob {
                     id,
                     support: &support,
                     slices: &slices,
+                    support_size,
                 };
                 propagate(predictor, &config, job, &out, cancellation, &mut queue)
             }),
@@ -543,7 +573,15 @@ fn worker(config: EngineConfig, jobs: Receiver<Message>, out: Outbox, cancellati
                 support,
                 query_slice,
                 pixel,
-            } => explain(predictor, &config, id, &support, query_slice, pixel, &out),
+                support_size,
+            } => {
+                let click = Click {
+                    query_slice,
+                    pixel,
+                    support_size,
+                };
+                explain(predictor, &config, id, &support, click, &out)
+            }
             JobRequest::ClearCache => {
                 predictor.clear_cache();
                 Ok(())
@@ -555,18 +593,30 @@ fn worker(config: EngineConfig, jobs: Receiver<Message>, out: Outbox, cancellati
     }
 }
 
+/// What an explanation job asks about.
+struct Click {
+    query_slice: usize,
+    pixel: [usize; 2],
+    support_size: Option<usize>,
+}
+
 /// Runs one explanation job, sending its event.
 fn explain(
     predictor: &mut Predictor,
     config: &EngineConfig,
     id: JobId,
     support: &SupportSet,
-    query_slice: usize,
-    pixel: [usize; 2],
+    click: Click,
     out: &Outbox,
 ) -> Result<(), EngineError> {
     guarded(|| {
-        let explanation = predictor.explain(support, config.roi, query_slice, pixel)?;
+        let explanation = predictor.explain(
+            support,
+            config.roi,
+            click.query_slice,
+            click.pixel,
+            click.support_size,
+        )?;
         out.send(Event::Explained {
             id,
             explanation: Box::new(explanation),
@@ -593,13 +643,17 @@ fn serve_between_batches(
                     support,
                     query_slice,
                     pixel,
+                    support_size,
                 },
             ) => {
+                let click = Click {
+                    query_slice,
+                    pixel,
+                    support_size,
+                };
                 if cancellation.is_cancelled(id) {
                     out.send(Event::Cancelled { id });
-                } else if let Err(error) =
-                    explain(predictor, config, id, &support, query_slice, pixel, out)
-                {
+                } else if let Err(error) = explain(predictor, config, id, &support, click, out) {
                     out.send(Event::Failed { id, error });
                 }
             }
@@ -613,9 +667,18 @@ struct PropagationJob<'a> {
     id: JobId,
     support: &'a SupportSet,
     slices: &'a [usize],
+    support_size: Option<usize>,
 }
 
 /// Runs one propagation job, sending its events.
+///
+/// Without a support size (or with one at least the support set's size) every query
+/// is segmented with the whole support set, in the order asked for. Otherwise the
+/// support images are encoded once, every query is scored against all of them in
+/// batches ([`Predictor::choose_supports`]), queries that chose the same slices form a
+/// group, and each group is segmented in batches with its slices' features, selected
+/// from the ones already encoded (nothing is encoded twice). Batches run in the order
+/// of their first slice in the request.
 fn propagate(
     predictor: &mut Predictor,
     config: &EngineConfig,
@@ -628,24 +691,68 @@ fn propagate(
         id,
         support,
         slices,
+        support_size,
     } = job;
     let start = Instant::now();
     let total = slices.len();
+    let batch_size = config.batch_size.max(1);
     out.send(Event::Progress { id, done: 0, total });
+    let limit = support_limit(support_size, support.slices.len())?;
     let prepared = predictor.prepare_support(support, config.roi)?;
     let (features, cache) = predictor.support_features(&prepared);
     let support_encoding = start.elapsed();
+
+    let retrieval_start = Instant::now();
+    let groups = match limit {
+        None => vec![((0..support.slices.len()).collect(), slices.to_vec())],
+        Some(k) => {
+            let mut choices = Vec::with_capacity(total);
+            for batch in slices.chunks(batch_size) {
+                serve_between_batches(predictor, config, out, cancellation, queue);
+                if cancellation.is_cancelled(id) || queue.shutdown {
+                    out.send(Event::Cancelled { id });
+                    return Ok(());
+                }
+                let picks =
+                    predictor.choose_supports(support, &prepared, &features.attention, batch, k)?;
+                choices.extend(batch.iter().copied().zip(picks));
+            }
+            retrieval::group_queries(&choices)
+        }
+    };
+    let retrieval = retrieval_start.elapsed();
+
+    // Batches hold queries of one group; they run in the order of their first slice
+    // in the request, so slices still arrive roughly in the order asked for.
+    let position: std::collections::HashMap<usize, usize> = slices
+        .iter()
+        .enumerate()
+        .map(|(n, &s)| (s, n))
+        .rev()
+        .collect();
+    let mut batches: Vec<(usize, &[usize])> = groups
+        .iter()
+        .enumerate()
+        .flat_map(|(g, (_, queries))| queries.chunks(batch_size).map(move |b| (g, b)))
+        .collect();
+    batches.sort_by_key(|(_, batch)| position[&batch[0]]);
+    let mut selected: Vec<Option<SupportFeatures>> = vec![None; groups.len()];
+
     let mut timings = Timings::default();
-    let mut batches = 0;
     let mut done = 0;
-    for batch in slices.chunks(config.batch_size.max(1)) {
+    for &(g, batch) in &batches {
         serve_between_batches(predictor, config, out, cancellation, queue);
         if cancellation.is_cancelled(id) || queue.shutdown {
             out.send(Event::Cancelled { id });
             return Ok(());
         }
+        let group_features = match limit {
+            None => &features,
+            Some(_) => selected[g]
+                .get_or_insert_with(|| predictor.model().select_support(&features, &groups[g].0)),
+        };
         let (probabilities, t) = predictor.predict_batch(
-            &features,
+            group_features,
             &support.volume,
             support.axis,
             batch,
@@ -654,7 +761,6 @@ fn propagate(
         timings.preprocessing += t.preprocessing;
         timings.inference += t.inference;
         timings.postprocessing += t.postprocessing;
-        batches += 1;
         for (&slice, probabilities) in batch.iter().zip(probabilities) {
             out.send(Event::SlicePredicted {
                 id,
@@ -669,10 +775,19 @@ fn propagate(
         id,
         stats: PropagationStats {
             slices: total,
-            batches,
+            batches: batches.len(),
             support_slices: support.slices.len(),
+            support_size: limit,
+            groups: groups
+                .into_iter()
+                .map(|(positions, queries)| SupportGroup {
+                    support: positions.iter().map(|&p| support.slices[p].index).collect(),
+                    queries,
+                })
+                .collect(),
             cache,
             support_encoding,
+            retrieval,
             timings,
             total: start.elapsed(),
             region: prepared.region,

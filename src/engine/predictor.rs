@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use burn::tensor::{Tensor, TensorData};
 
 use super::preprocess::{RoiMode, image_input, mask_input, native_to_model, support_region};
+use super::retrieval::most_similar;
 use super::{ComputeDevice, EngineError};
 use crate::model::{Model, SupportAttention, SupportFeatures, SupportValues};
 use crate::volume::{Axis, Image2D, Region, Volume, paste_region_bilinear};
@@ -75,6 +76,22 @@ impl SupportSet {
             g.slice_spacing_mm(self.axis),
             mode,
         )
+    }
+}
+
+/// The number of support slices each query gets, when `support_size` asks for fewer
+/// than the `count` there are: `Ok(Some(k))` means "choose `k` per query by
+/// similarity", `Ok(None)` means "use them all".
+pub fn support_limit(
+    support_size: Option<usize>,
+    count: usize,
+) -> Result<Option<usize>, EngineError> {
+    match support_size {
+        Some(0) => Err(EngineError::InvalidSupport {
+            reason: "the support size must be at least 1".into(),
+        }),
+        Some(k) if k < count => Ok(Some(k)),
+        _ => Ok(None),
     }
 }
 
@@ -181,6 +198,10 @@ pub struct Explanation {
     pub model_size: usize,
     /// Stages at strides 32, 16 and 8.
     pub stages: Vec<ExplainedStage>,
+    /// Support slices the ones above were chosen from (more than
+    /// `support_slices.len()` when a support size made the engine pick the most
+    /// similar ones, as a propagation of the query slice would).
+    pub candidates: usize,
     /// From the request to the maps on the host.
     pub latency: Duration,
     /// Whether the support features came from the cache.
@@ -326,6 +347,67 @@ impl Predictor {
         (SupportFeatures { attention, values }, cache)
     }
 
+    /// Retrieval scores (paper §4.3) of query slices `queries` (one batch) against
+    /// every slice of `support`: `scores[q][n]` for query `queries[q]` and support slice
+    /// `support.slices[n]`, higher is more similar ([`Model::support_similarity`]).
+    /// `prepared` and `attention` are `support`'s ([`Self::prepare_support`],
+    /// [`Self::support_attention`]).
+    pub fn similarity_scores(
+        &self,
+        support: &SupportSet,
+        prepared: &PreparedSupport,
+        attention: &SupportAttention,
+        queries: &[usize],
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        let volume = &support.volume;
+        let count = volume.geometry().slice_count(support.axis);
+        if let Some(&bad) = queries.iter().find(|&&i| i >= count) {
+            return Err(EngineError::SliceOutOfRange { index: bad, count });
+        }
+        let size = self.input_size();
+        let mut data = Vec::with_capacity(queries.len() * size * size);
+        for &q in queries {
+            let slice = volume.slice(support.axis, q);
+            data.extend(image_input(&slice, volume.modality, &prepared.region, size).data);
+        }
+        let scores: Vec<f32> = self
+            .model
+            .support_similarity(attention, self.tensor(data, queries.len()))
+            .into_data()
+            .try_into_vec::<f32>()
+            .map_err(|e| EngineError::Compute {
+                message: format!("{e:?}"),
+            })?;
+        Ok(scores
+            .chunks_exact(prepared.count.max(1))
+            .map(<[f32]>::to_vec)
+            .collect())
+    }
+
+    /// The support slices for each query of `queries` (one batch): the positions in
+    /// `support.slices` of the `k` candidates with the highest
+    /// [`Self::similarity_scores`], ties and order as in [`most_similar`].
+    ///
+    /// The scores of a slice do not depend on the other slices of the batch (see
+    /// [`Model::support_similarity`]), so a slice gets the same support slices in a
+    /// propagation and in an explanation, whatever the batch size.
+    pub fn choose_supports(
+        &self,
+        support: &SupportSet,
+        prepared: &PreparedSupport,
+        attention: &SupportAttention,
+        queries: &[usize],
+        k: usize,
+    ) -> Result<Vec<Vec<usize>>, EngineError> {
+        let candidates: Vec<usize> = support.slices.iter().map(|s| s.index).collect();
+        let scores = self.similarity_scores(support, prepared, attention, queries)?;
+        Ok(queries
+            .iter()
+            .zip(&scores)
+            .map(|(&q, row)| most_similar(row, &candidates, q, k))
+            .collect())
+    }
+
     /// Segments query slices of `volume` across `axis` (one batch): probabilities at
     /// native slice resolution, in the order of `slices`.
     pub fn predict_batch(
@@ -375,17 +457,21 @@ impl Predictor {
         Ok((out, timings))
     }
 
-    /// The attention maps for `pixel` `[x, y]` of query slice `query_slice`.
+    /// The attention maps for `pixel` `[x, y]` of query slice `query_slice`. With a
+    /// `support_size` below the number of support slices, the maps cover the slices a
+    /// propagation of `query_slice` would use ([`Self::choose_supports`]).
     pub fn explain(
         &mut self,
         support: &SupportSet,
         roi: RoiMode,
         query_slice: usize,
         pixel: [usize; 2],
+        support_size: Option<usize>,
     ) -> Result<Explanation, EngineError> {
         let start = Instant::now();
+        let limit = support_limit(support_size, support.slices.len())?;
         let prepared = self.prepare_support(support, roi)?;
-        let (attention, cached) = self.support_attention(&prepared);
+        let (all, cached) = self.support_attention(&prepared);
         let volume = &support.volume;
         let count = volume.geometry().slice_count(support.axis);
         if query_slice >= count {
@@ -394,6 +480,18 @@ impl Predictor {
                 count,
             });
         }
+        let (attention, positions) = match limit {
+            Some(k) => {
+                let positions = self
+                    .choose_supports(support, &prepared, &all, &[query_slice], k)?
+                    .remove(0);
+                (
+                    self.model.select_support_attention(&all, &positions),
+                    positions,
+                )
+            }
+            None => (all, (0..support.slices.len()).collect()),
+        };
         let size = self.input_size();
         let region = prepared.region;
         let (u, v) = native_to_model(&region, size, pixel[0] as f64, pixel[1] as f64)
@@ -407,7 +505,7 @@ impl Predictor {
         let stages = self
             .model
             .attention_maps(&attention, self.tensor(query.data, 1));
-        let s = prepared.count;
+        let s = positions.len();
         let mut explained = Vec::with_capacity(3);
         for stage in stages {
             let [gh, gw] = stage.grid;
@@ -440,10 +538,11 @@ impl Predictor {
         Ok(Explanation {
             query_slice,
             pixel,
-            support_slices: support.slices.iter().map(|s| s.index).collect(),
+            support_slices: positions.iter().map(|&p| support.slices[p].index).collect(),
             region,
             model_size: size,
             stages: explained,
+            candidates: support.slices.len(),
             latency: start.elapsed(),
             cache: if cached {
                 CacheUse::Hit

@@ -4,6 +4,9 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use burn::tensor::TensorData;
+
+use super::preprocess::image_input;
 use super::*;
 use crate::volume::{Axis, Geometry, Modality, Volume};
 
@@ -90,6 +93,7 @@ fn propagation_reports_progress_slices_and_stats_in_order() {
     let id = engine.submit(JobRequest::Propagate {
         support: support(&volume, &masks, &[3, 8]),
         slices: slices.clone(),
+        support_size: None,
     });
     let mut predicted = Vec::new();
     let mut progress = Vec::new();
@@ -156,6 +160,7 @@ fn support_features_are_cached_by_content() {
     let job = |s: Arc<SupportSet>| JobRequest::Propagate {
         support: s,
         slices: vec![5, 6],
+        support_size: None,
     };
     let (first, a) = run(&engine, job(support(&volume, &masks, &[3, 8])));
     assert_eq!(first.cache, CacheUse::Miss);
@@ -183,6 +188,7 @@ fn batched_and_one_by_one_predictions_agree() {
     let job = || JobRequest::Propagate {
         support: s.clone(),
         slices: slices.clone(),
+        support_size: None,
     };
     // The same random weights in both engines: save them and load them twice.
     let dir = tempfile::tempdir().unwrap();
@@ -224,10 +230,12 @@ fn cancelled_jobs_stop_between_batches_and_queued_ones_never_start() {
     let first = engine.submit(JobRequest::Propagate {
         support: s.clone(),
         slices: (0..12).collect(),
+        support_size: None,
     });
     let second = engine.submit(JobRequest::Propagate {
         support: s,
         slices: vec![1],
+        support_size: None,
     });
     engine.cancel(second);
     let mut predicted = 0;
@@ -261,11 +269,13 @@ fn cancel_all_covers_everything_submitted_so_far_but_not_later_jobs() {
     let old = engine.submit(JobRequest::Propagate {
         support: s.clone(),
         slices: vec![1, 2],
+        support_size: None,
     });
     engine.cancel_all();
     let new = engine.submit(JobRequest::Propagate {
         support: s,
         slices: vec![4],
+        support_size: None,
     });
     drop(ack); // run freely from now on
     let mut seen_old_cancelled = false;
@@ -298,6 +308,7 @@ fn explanation_has_three_stages_with_a_map_per_support_slice() {
         support: s.clone(),
         query_slice: 7,
         pixel: [37, 28],
+        support_size: None,
     });
     let explanation = match engine.events().recv().unwrap() {
         Event::Explained {
@@ -329,6 +340,7 @@ fn explanation_has_three_stages_with_a_map_per_support_slice() {
         support: s.clone(),
         query_slice: 7,
         pixel: [38, 29],
+        support_size: None,
     });
     match engine.events().recv().unwrap() {
         Event::Explained {
@@ -344,6 +356,7 @@ fn explanation_has_three_stages_with_a_map_per_support_slice() {
         support: s,
         query_slice: 7,
         pixel: [0, 0],
+        support_size: None,
     });
     match engine.events().recv().unwrap() {
         Event::Failed {
@@ -367,6 +380,7 @@ fn a_missing_weights_file_fails_the_start_and_every_job() {
     let id = engine.submit(JobRequest::Propagate {
         support: support(&volume, &masks, &[1]),
         slices: vec![2],
+        support_size: None,
     });
     match engine.events().recv().unwrap() {
         Event::Failed {
@@ -387,11 +401,13 @@ fn bad_supports_and_slices_are_reported_not_panicked() {
     let id = engine.submit(JobRequest::Propagate {
         support: Arc::new(wrong),
         slices: vec![2],
+        support_size: None,
     });
     let mut failures = Vec::new();
     let id2 = engine.submit(JobRequest::Propagate {
         support: support(&volume, &masks, &[1]),
         slices: vec![2, 99],
+        support_size: None,
     });
     let id3 = engine.submit(JobRequest::Propagate {
         support: Arc::new(SupportSet {
@@ -400,6 +416,7 @@ fn bad_supports_and_slices_are_reported_not_panicked() {
             slices: vec![],
         }),
         slices: vec![2],
+        support_size: None,
     });
     while failures.len() < 3 {
         if let Event::Failed { id, error } = engine.events().recv().unwrap() {
@@ -451,6 +468,7 @@ fn the_wgpu_path_matches_the_cpu() {
                 JobRequest::Propagate {
                     support: s.clone(),
                     slices: vec![4, 5, 6],
+                    support_size: None,
                 },
             )
             .1,
@@ -477,6 +495,7 @@ fn a_click_during_a_propagation_is_explained_before_the_propagation_ends() {
     let propagation = engine.submit(JobRequest::Propagate {
         support: s.clone(),
         slices: (0..12).collect(),
+        support_size: None,
     });
     let mut click = None;
     let mut order = Vec::new();
@@ -488,6 +507,7 @@ fn a_click_during_a_propagation_is_explained_before_the_propagation_ends() {
                     support: s.clone(),
                     query_slice: 5,
                     pixel: [37, 28],
+                    support_size: None,
                 }));
             }
             Event::Explained { id, .. } => order.push(("explained", *id)),
@@ -506,4 +526,539 @@ fn a_click_during_a_propagation_is_explained_before_the_propagation_ends() {
         vec![("explained", click.unwrap()), ("finished", propagation)]
     );
     drop(ack);
+}
+
+// ----- choosing support slices by similarity (paper §4.3) -----
+
+/// Pixel value of pattern `kind` at `(i, j)` of a 64×64 slice, with a fixed texture per
+/// kind (so two slices of one kind are exact copies).
+fn pattern(kind: usize, i: usize, j: usize) -> f32 {
+    let (x, y) = (i as f64, j as f64);
+    let noise = {
+        let mut h = (i as u64 * 73_856_093) ^ (j as u64 * 19_349_663) ^ (kind as u64 * 83_492_791);
+        h = h.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        ((h >> 40) % 61) as f32 - 30.0
+    };
+    let inside = match kind {
+        0 => (x - 24.0).powi(2) + (y - 28.0).powi(2) <= 100.0,
+        1 => (36.0..52.0).contains(&x) && (10.0..26.0).contains(&y),
+        2 => (i / 4).is_multiple_of(2),
+        3 => {
+            (x - 14.0).powi(2) + (y - 14.0).powi(2) <= 16.0
+                || (x - 48.0).powi(2) + (y - 46.0).powi(2) <= 25.0
+        }
+        4 => {
+            let r2 = (x - 40.0).powi(2) + (y - 40.0).powi(2);
+            (144.0..=256.0).contains(&r2)
+        }
+        _ => false,
+    };
+    let base = if kind == 5 {
+        (x + y) as f32 * 4.0 - 200.0
+    } else {
+        40.0
+    };
+    base + noise + if inside { 260.0 } else { 0.0 }
+}
+
+/// A 64×64×12 CT whose slices show different patterns: slice 6 (the query) and its
+/// copies 3 and 10 show pattern 0; the support slices 1, 5, 8 and 11 show patterns
+/// 1–4. Masks mark each pattern's bright part, except that copy 3 is annotated as
+/// "nothing here" (an empty mask). Returns the volume and the support set.
+fn retrieval_phantom() -> (Arc<Volume>, Arc<SupportSet>) {
+    let dims = [64, 64, 12];
+    let kinds = [5, 1, 5, 0, 5, 2, 0, 5, 3, 5, 0, 4];
+    let g = Geometry::axis_aligned(dims, [1.0, 1.0, 3.0]);
+    let mut voxels = vec![0.0f32; g.voxel_count()];
+    for (k, &kind) in kinds.iter().enumerate() {
+        for j in 0..dims[1] {
+            for i in 0..dims[0] {
+                voxels[i + dims[0] * (j + dims[1] * k)] = pattern(kind, i, j);
+            }
+        }
+    }
+    let volume = Arc::new(Volume::new(g, voxels, Modality::Ct).unwrap());
+    let slices = [1, 3, 5, 8, 10, 11]
+        .into_iter()
+        .map(|index| {
+            let image = volume.slice(Axis::K, index);
+            let mut mask = image.map(|v| u8::from(v > 250.0));
+            if index == 3 {
+                mask = mask.map(|_| 0);
+            }
+            SupportSlice { index, mask }
+        })
+        .collect();
+    let support = Arc::new(SupportSet {
+        volume: volume.clone(),
+        axis: Axis::K,
+        slices,
+    });
+    (volume, support)
+}
+
+/// Replaces every randomly initialised parameter by values from a fixed hash (uniform in
+/// ±1/√fan-in), keeping the constant ones (norm scales and shifts, the temperature, the
+/// zeroed refinement outputs): the same network in every run, so that tests of the
+/// retrieval do not depend on the luck of a random draw.
+struct FixedParameters {
+    seed: u64,
+    parameter: u64,
+}
+
+impl burn::module::ModuleMapper for FixedParameters {
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<burn::tensor::Tensor<D>>,
+    ) -> burn::module::Param<burn::tensor::Tensor<D>> {
+        self.parameter += 1;
+        let (seed, parameter) = (self.seed, self.parameter);
+        param.map(|t| {
+            let dims = t.dims();
+            let values = t.to_data().try_to_vec::<f32>().unwrap();
+            if values.iter().all(|&v| v == values[0]) {
+                return t;
+            }
+            let fan_in = if D >= 2 { values.len() / dims[0] } else { 16 };
+            let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
+            let fixed: Vec<f32> = (0..values.len() as u64)
+                .map(|n| {
+                    let mut h = seed ^ parameter.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    h ^= n.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                    h = (h ^ (h >> 31)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                    h ^= h >> 29;
+                    bound * (2.0 * ((h >> 11) as f32 / (1u64 << 53) as f32) - 1.0)
+                })
+                .collect();
+            burn::tensor::Tensor::from_data(TensorData::new(fixed, dims), &t.device())
+        })
+    }
+}
+
+/// The tiny network with fixed parameters (the EMA twin equal to the online encoder);
+/// with `identity`, `W_Q = W_K = I` so that the retrieval compares the encoder's
+/// embeddings by their plain dot product.
+fn fixed_model(identity: bool) -> Model {
+    use burn::module::Module;
+    let model = ModelConfig::tiny()
+        .init(&burn::tensor::Device::flex())
+        .map(&mut FixedParameters {
+            seed: 2025,
+            parameter: 0,
+        })
+        .ema_update(0.0);
+    if identity {
+        model.with_identity_attention_projections()
+    } else {
+        model
+    }
+}
+
+/// [`fixed_model`] saved where an engine can load it.
+fn fixed_weights(dir: &std::path::Path, identity: bool) -> std::path::PathBuf {
+    let path = dir.join(if identity {
+        "identity.bpk"
+    } else {
+        "fixed.bpk"
+    });
+    fixed_model(identity).save_weights(&path).unwrap();
+    path
+}
+
+fn engine_with(weights: std::path::PathBuf, batch_size: usize, roi: RoiMode) -> Engine {
+    let mut config = tiny_config(batch_size);
+    config.weights = WeightsChoice::File(weights);
+    config.roi = roi;
+    let engine = Engine::start(config, Box::new(|| {}));
+    assert!(matches!(
+        expect_ready(&engine).weights,
+        WeightsStatus::Loaded(_)
+    ));
+    engine
+}
+
+fn explain_job(engine: &Engine, job: JobRequest) -> Box<Explanation> {
+    let id = engine.submit(job);
+    loop {
+        match engine.events().recv().unwrap() {
+            Event::Explained {
+                id: got,
+                explanation,
+            } if got == id => return explanation,
+            Event::Failed { error, .. } => panic!("{error}"),
+            _ => {}
+        }
+    }
+}
+
+fn max_difference(a: &Image2D<f32>, b: &Image2D<f32>) -> f32 {
+    a.data
+        .iter()
+        .zip(&b.data)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn copies_of_the_query_are_chosen_first_whatever_their_masks() {
+    let (_, support) = retrieval_phantom();
+    let mut predictor = Predictor::new(fixed_model(true), ComputeDevice::cpu());
+    let prepared = predictor
+        .prepare_support(&support, RoiMode::default())
+        .unwrap();
+    let (attention, _) = predictor.support_attention(&prepared);
+    // Slices 3, 6 and 10 show the same image; 3 and 10 are support slices (positions
+    // 1 and 4), 3 annotated as empty, which plays no part: retrieval looks at images.
+    let queries = [3, 6, 10];
+    let scores = predictor
+        .similarity_scores(&support, &prepared, &attention, &queries)
+        .unwrap();
+    for (row, query) in scores.iter().zip(queries) {
+        assert_eq!(
+            row[1], row[4],
+            "query {query}: identical images tie exactly"
+        );
+        for other in [0, 2, 3, 5] {
+            assert!(
+                row[other] < row[1],
+                "query {query}: slice {} scores {} against the copies' {}",
+                support.slices[other].index,
+                row[other],
+                row[1]
+            );
+        }
+    }
+    let two = predictor
+        .choose_supports(&support, &prepared, &attention, &queries, 2)
+        .unwrap();
+    assert_eq!(two, vec![vec![1, 4]; 3]);
+    // One slice only: the copies tie and the one nearer to the query wins (slice 6 is
+    // 3 slices from slice 3 and 4 from slice 10; slices 3 and 10 pick themselves).
+    let one = predictor
+        .choose_supports(&support, &prepared, &attention, &queries, 1)
+        .unwrap();
+    assert_eq!(one, vec![vec![1], vec![1], vec![4]]);
+}
+
+#[test]
+fn similarity_ranks_as_the_cross_attention_mapper_attends() {
+    // With the full support set as the support, equation 2 gives
+    // ln A_ij = logit_ij − logsumexp_i, so for each candidate the mean over query
+    // locations of its best ln A_ij is its score minus a constant shared by all
+    // candidates: the score differences must equal these differences.
+    let (volume, support) = retrieval_phantom();
+    let model = fixed_model(false);
+    let mut predictor = Predictor::new(fixed_model(false), ComputeDevice::cpu());
+    let prepared = predictor
+        .prepare_support(&support, RoiMode::default())
+        .unwrap();
+    let (attention, _) = predictor.support_attention(&prepared);
+    let queries = [0, 6, 7];
+    let scores = predictor
+        .similarity_scores(&support, &prepared, &attention, &queries)
+        .unwrap();
+    let size = model.config().input_size;
+    let n = support.slices.len();
+    for (q, &query) in queries.iter().enumerate() {
+        let input = image_input(
+            &volume.slice(Axis::K, query),
+            volume.modality,
+            &prepared.region,
+            size,
+        );
+        let image = burn::tensor::Tensor::<4>::from_data(
+            TensorData::new(input.data, [1, 1, size, size]),
+            &burn::tensor::Device::flex(),
+        );
+        let [coarse, _, _] = model.attention_maps(&attention, image);
+        let [gh, gw] = coarse.grid;
+        let cells = gh * gw;
+        let map: Vec<f32> = coarse.map.into_data().try_to_vec().unwrap();
+        let from_attention: Vec<f64> = (0..n)
+            .map(|s| {
+                (0..cells)
+                    .map(|i| {
+                        let row = &map[i * n * cells..(i + 1) * n * cells];
+                        row[s * cells..(s + 1) * cells]
+                            .iter()
+                            .map(|&a| f64::from(a).ln())
+                            .fold(f64::NEG_INFINITY, f64::max)
+                    })
+                    .sum::<f64>()
+                    / cells as f64
+            })
+            .collect();
+        for s in 1..n {
+            let want = from_attention[s] - from_attention[0];
+            let got = f64::from(scores[q][s] - scores[q][0]);
+            assert!(
+                (want - got).abs() < 1e-3,
+                "query {query}, support {s}: {got} against {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn support_choices_are_deterministic_and_respect_the_limit() {
+    let (_, support) = retrieval_phantom();
+    let queries: Vec<usize> = (0..12).collect();
+    let candidates = support.slices.len();
+    let choose = |k: usize, one_by_one: bool| {
+        // A fresh predictor each time: nothing remembered.
+        let mut predictor = Predictor::new(fixed_model(false), ComputeDevice::cpu());
+        let prepared = predictor
+            .prepare_support(&support, RoiMode::default())
+            .unwrap();
+        let (attention, _) = predictor.support_attention(&prepared);
+        if one_by_one {
+            queries
+                .iter()
+                .map(|&q| {
+                    predictor
+                        .choose_supports(&support, &prepared, &attention, &[q], k)
+                        .unwrap()
+                        .remove(0)
+                })
+                .collect::<Vec<_>>()
+        } else {
+            predictor
+                .choose_supports(&support, &prepared, &attention, &queries, k)
+                .unwrap()
+        }
+    };
+    // The scores of a slice do not depend on its batch, to the last bit.
+    {
+        let mut predictor = Predictor::new(fixed_model(false), ComputeDevice::cpu());
+        let prepared = predictor
+            .prepare_support(&support, RoiMode::default())
+            .unwrap();
+        let (attention, _) = predictor.support_attention(&prepared);
+        let batched = predictor
+            .similarity_scores(&support, &prepared, &attention, &queries)
+            .unwrap();
+        for &q in &queries {
+            let alone = predictor
+                .similarity_scores(&support, &prepared, &attention, &[q])
+                .unwrap();
+            assert_eq!(alone[0], batched[q], "query {q}");
+        }
+    }
+    for k in 1..candidates {
+        let batched = choose(k, false);
+        assert_eq!(batched, choose(k, false), "k = {k}: the same choice twice");
+        assert_eq!(batched, choose(k, true), "k = {k}: batched or one by one");
+        for chosen in &batched {
+            assert_eq!(chosen.len(), k);
+            assert!(chosen.windows(2).all(|w| w[0] < w[1]));
+            assert!(chosen.iter().all(|&p| p < candidates));
+        }
+        // More slices allowed never drops a slice chosen with fewer.
+        if k > 1 {
+            for (more, fewer) in batched.iter().zip(choose(k - 1, false)) {
+                assert!(
+                    fewer.iter().all(|p| more.contains(p)),
+                    "{fewer:?} ⊄ {more:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(support_limit(Some(candidates), candidates).unwrap(), None);
+    assert_eq!(support_limit(None, candidates).unwrap(), None);
+    assert_eq!(
+        support_limit(Some(candidates - 1), candidates).unwrap(),
+        Some(candidates - 1)
+    );
+    assert!(support_limit(Some(0), candidates).is_err());
+}
+
+#[test]
+fn a_propagation_with_more_supports_than_the_limit_matches_running_each_chosen_subset() {
+    let (_, support) = retrieval_phantom();
+    let dir = tempfile::tempdir().unwrap();
+    // The whole slice as the region, so that a run with only the chosen slices sees
+    // the same crop (the region follows the union of the support masks).
+    let engine = engine_with(fixed_weights(dir.path(), true), 2, RoiMode::FullSlice);
+    let targets = vec![0, 2, 4, 6, 7, 9];
+    let (stats, predicted) = run(
+        &engine,
+        JobRequest::Propagate {
+            support: support.clone(),
+            slices: targets.clone(),
+            support_size: Some(2),
+        },
+    );
+    assert_eq!(stats.support_slices, 6);
+    assert_eq!(stats.support_size, Some(2));
+    assert_eq!(stats.slices, targets.len());
+    let mut slices: Vec<usize> = predicted.iter().map(|(s, _)| *s).collect();
+    assert_eq!(slices[0], targets[0], "batches run in the order asked for");
+    slices.sort_unstable();
+    assert_eq!(slices, targets, "every slice predicted once");
+    let mut grouped: Vec<usize> = stats
+        .groups
+        .iter()
+        .flat_map(|g| g.queries.clone())
+        .collect();
+    grouped.sort_unstable();
+    assert_eq!(grouped, targets, "every slice in exactly one group");
+    for group in &stats.groups {
+        assert_eq!(group.support.len(), 2);
+    }
+    for (a, b) in stats.groups.iter().zip(stats.groups.iter().skip(1)) {
+        assert_ne!(a.support, b.support, "one group per distinct choice");
+    }
+    // Queries of one group share batches (batch size 2).
+    let batches: usize = stats
+        .groups
+        .iter()
+        .map(|g| g.queries.len().div_ceil(2))
+        .sum();
+    assert_eq!(stats.batches, batches);
+    // Slice 6 got its two copies.
+    let six = stats
+        .groups
+        .iter()
+        .find(|g| g.queries.contains(&6))
+        .unwrap();
+    assert_eq!(six.support, vec![3, 10]);
+    assert!(stats.groups.len() >= 2, "{:?}", stats.groups);
+
+    // The same slices segmented with only their chosen support slices.
+    for group in &stats.groups {
+        let subset = Arc::new(SupportSet {
+            volume: support.volume.clone(),
+            axis: support.axis,
+            slices: support
+                .slices
+                .iter()
+                .filter(|s| group.support.contains(&s.index))
+                .cloned()
+                .collect(),
+        });
+        let (direct_stats, direct) = run(
+            &engine,
+            JobRequest::Propagate {
+                support: subset,
+                slices: group.queries.clone(),
+                support_size: None,
+            },
+        );
+        assert_eq!(direct_stats.support_size, None);
+        for (slice, probabilities) in direct {
+            let (_, retrieved) = predicted.iter().find(|(s, _)| *s == slice).unwrap();
+            let diff = max_difference(retrieved, &probabilities);
+            assert!(diff < 1e-4, "slice {slice}: {diff}");
+        }
+    }
+}
+
+#[test]
+fn explanations_use_the_support_slices_their_query_was_propagated_with() {
+    let (_, support) = retrieval_phantom();
+    let dir = tempfile::tempdir().unwrap();
+    let weights = fixed_weights(dir.path(), false);
+    let targets: Vec<usize> = (0..12).collect();
+    let explain = |engine: &Engine, slice: usize| {
+        explain_job(
+            engine,
+            JobRequest::Explain {
+                support: support.clone(),
+                query_slice: slice,
+                pixel: [24, 28],
+                support_size: Some(3),
+            },
+        )
+    };
+    let propagate = |engine: &Engine| {
+        run(
+            engine,
+            JobRequest::Propagate {
+                support: support.clone(),
+                slices: targets.clone(),
+                support_size: Some(3),
+            },
+        )
+        .0
+    };
+    // Propagation first, then clicks (the app's order) ...
+    let engine = engine_with(weights.clone(), 4, RoiMode::default());
+    let stats = propagate(&engine);
+    for group in &stats.groups {
+        for &slice in &group.queries {
+            let explanation = explain(&engine, slice);
+            assert_eq!(explanation.support_slices, group.support, "slice {slice}");
+            assert_eq!(explanation.candidates, 6);
+            for stage in &explanation.stages {
+                assert_eq!(stage.maps.len(), 3);
+                assert_eq!(stage.support_mass.len(), 3);
+            }
+        }
+    }
+    // ... and clicks first in a fresh engine, one query at a time.
+    let engine = engine_with(weights, 4, RoiMode::default());
+    let clicked: Vec<Vec<usize>> = targets
+        .iter()
+        .map(|&slice| explain(&engine, slice).support_slices)
+        .collect();
+    for group in &propagate(&engine).groups {
+        for &slice in &group.queries {
+            assert_eq!(clicked[slice], group.support, "slice {slice}");
+        }
+    }
+}
+
+#[test]
+fn a_support_size_of_zero_is_refused_and_one_covering_the_set_changes_nothing() {
+    let (_, support) = retrieval_phantom();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_with(fixed_weights(dir.path(), false), 4, RoiMode::default());
+    let refused = [
+        engine.submit(JobRequest::Propagate {
+            support: support.clone(),
+            slices: vec![2],
+            support_size: Some(0),
+        }),
+        engine.submit(JobRequest::Explain {
+            support: support.clone(),
+            query_slice: 2,
+            pixel: [24, 28],
+            support_size: Some(0),
+        }),
+    ];
+    for id in refused {
+        loop {
+            match engine.events().recv().unwrap() {
+                Event::Failed {
+                    id: got,
+                    error: EngineError::InvalidSupport { reason },
+                } if got == id => {
+                    assert!(reason.contains("at least 1"), "{reason}");
+                    break;
+                }
+                Event::Progress { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    let job = |support_size| JobRequest::Propagate {
+        support: support.clone(),
+        slices: vec![2, 6, 7],
+        support_size,
+    };
+    let (all_stats, all) = run(&engine, job(None));
+    assert_eq!(all_stats.groups.len(), 1);
+    assert_eq!(all_stats.groups[0].support, vec![1, 3, 5, 8, 10, 11]);
+    for size in [6, 50] {
+        let (stats, same) = run(&engine, job(Some(size)));
+        assert_eq!(
+            stats.support_size, None,
+            "{size} ≥ 6 support slices: no choice"
+        );
+        assert_eq!(stats.groups, all_stats.groups);
+        for ((sa, a), (sb, b)) in all.iter().zip(&same) {
+            assert_eq!(sa, sb);
+            assert_eq!(a, b);
+        }
+    }
 }

@@ -69,6 +69,18 @@ impl CrossAttentionMapper {
         self.key_projection.forward(tokens)
     }
 
+    /// The argument of equation 2's softmax, `X^q·W_Q·([X^s; t^s]·W_K)ᵀ / (δ·T)`: one
+    /// row per query location (of every batch item), one column per key.
+    ///
+    /// # Shapes
+    /// query `[B, d, h, w]`, keys `[K, d]` → `[B·h·w, K]`
+    fn logits(&self, query: Tensor<4>, keys: Tensor<2>) -> Tensor<2> {
+        let q = self.query_projection.forward(to_rows(query)); // [B·hw, d]
+        let delta = 0.1 * self.channels as f64;
+        let inverse_temperature = self.log_temperature.val().neg().exp().reshape([1, 1]);
+        q.matmul(keys.transpose()).div_scalar(delta) * inverse_temperature
+    }
+
     /// Equation 2: `A_i = softmax(X_i^q·W_Q·([X^s; t^s]·W_K)ᵀ / (δ·T))[: S·h·w]`.
     ///
     /// # Shapes
@@ -77,14 +89,58 @@ impl CrossAttentionMapper {
         let [b, _, h, w] = query.dims();
         let [key_rows, _] = keys.dims();
         let support_columns = key_rows - self.register_count();
-        let q = self.query_projection.forward(to_rows(query)); // [B·hw, d]
-        let delta = 0.1 * self.channels as f64;
-        let inverse_temperature = self.log_temperature.val().neg().exp().reshape([1, 1]);
-        let logits = q.matmul(keys.transpose()).div_scalar(delta) * inverse_temperature;
-        let attention = softmax(logits, 1); // [B·hw, S·hw + R]
+        let attention = softmax(self.logits(query, keys), 1); // [B·hw, S·hw + R]
         attention
             .slice([0..b * h * w, 0..support_columns])
             .reshape([b, h * w, support_columns])
+    }
+
+    /// Retrieval similarity (paper §4.3) of each query image to each support image: for
+    /// every query location the best cross-correlation with any location of the support
+    /// image — the value inside equation 2's softmax, so a nearest-neighbour search in
+    /// the space the attention itself uses — averaged over the query locations. The
+    /// register tokens take no part.
+    ///
+    /// Each (query, support image) pair gets its own `h·w × h·w` product, so a score
+    /// does not depend, to the last bit, on which other images share the batch or where
+    /// the support image sits in the set: identical images tie exactly.
+    ///
+    /// # Shapes
+    /// query `[B, d, h, w]`, keys `[S·h·w + R, d]` → `[B, S]`
+    pub fn similarity(&self, query: Tensor<4>, keys: Tensor<2>) -> Tensor<2> {
+        let [b, _, h, w] = query.dims();
+        let hw = h * w;
+        let [key_rows, d] = keys.dims();
+        let support_rows = key_rows - self.register_count();
+        let s = support_rows / hw;
+        let q = self
+            .query_projection
+            .forward(to_rows(query))
+            .reshape([b, 1, hw, d]);
+        let k = keys
+            .slice([0..support_rows, 0..d])
+            .reshape([1, s, hw, d])
+            .swap_dims(2, 3); // [1, S, d, hw]
+        let delta = 0.1 * self.channels as f64;
+        let inverse_temperature = self.log_temperature.val().neg().exp().reshape([1, 1, 1, 1]);
+        let logits = q.matmul(k).div_scalar(delta) * inverse_temperature; // [B, S, hw, hw]
+        logits
+            .max_dim(3) // [B, S, hw, 1]: each query location's best match in the image
+            .mean_dim(2) // [B, S, 1, 1]
+            .reshape([b, s])
+    }
+
+    /// Sets `W_Q = W_K = I`, so that logits are plain dot products of the encoder's
+    /// embeddings (for tests of the retrieval, where a random bilinear form would rank
+    /// a copy of the query no higher than anything else).
+    #[cfg(test)]
+    pub(crate) fn with_identity_projections(mut self) -> Self {
+        let d = self.channels;
+        let device = self.query_projection.weight.val().device();
+        let identity = || Param::from_tensor(Tensor::<2>::eye(d, &device));
+        self.query_projection.weight = identity();
+        self.key_projection.weight = identity();
+        self
     }
 
     /// The temperature `T`.

@@ -2,7 +2,7 @@
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::activation::sigmoid;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::attention::{AttentionUpsampler, CrossAttentionMapper};
 use super::attention_mapper_encoder::AttentionMapperEncoder;
@@ -153,6 +153,25 @@ impl ModelConfig {
     }
 }
 
+/// The rows of support slices `slices` (positions among `count` slices whose rows come
+/// one slice after the other), then the last `tail` rows (the register tokens).
+///
+/// # Shapes
+/// `[count·r + tail, c]` → `[slices.len()·r + tail, c]`
+fn select_rows(rows: &Tensor<2>, slices: &[usize], count: usize, tail: usize) -> Tensor<2> {
+    let [total, _] = rows.dims();
+    let per_slice = (total - tail) / count.max(1);
+    let mut indices: Vec<i64> = Vec::with_capacity(slices.len() * per_slice + tail);
+    for &n in slices {
+        assert!(n < count, "support position {n} of {count}");
+        indices.extend((n * per_slice..(n + 1) * per_slice).map(|r| r as i64));
+    }
+    indices.extend((total - tail..total).map(|r| r as i64));
+    let len = indices.len();
+    let indices = Tensor::<1, Int>::from_data(TensorData::new(indices, [len]), &rows.device());
+    rows.clone().select(0, indices)
+}
+
 /// Collects a module's float parameters, flattened, in visiting order.
 struct CollectParams {
     tensors: Vec<Tensor<1>>,
@@ -238,6 +257,13 @@ impl Model {
         self
     }
 
+    /// Sets the Cross Attention Mapper's `W_Q = W_K = I` (tests of the retrieval).
+    #[cfg(test)]
+    pub(crate) fn with_identity_attention_projections(mut self) -> Self {
+        self.cross_attention_mapper = self.cross_attention_mapper.with_identity_projections();
+        self
+    }
+
     /// The EMA twin (read-only; for tests and training diagnostics).
     pub fn ema_attention_mapper_encoder(&self) -> &AttentionMapperEncoder {
         &self.ema_attention_mapper_encoder
@@ -303,6 +329,72 @@ impl Model {
         SupportFeatures {
             attention: self.encode_support_attention(images.clone()),
             values: self.encode_support_values(images, masks),
+        }
+    }
+
+    /// Retrieval scores (paper §4.3): how well each support image serves each query
+    /// image, by the Cross Attention Mapper's own similarity (see
+    /// [`CrossAttentionMapper::similarity`]) between the query's coarsest Attention
+    /// Mapper Encoder embeddings and the support keys. Higher is more similar.
+    ///
+    /// Each query is encoded on its own, so that its scores are the same to the last
+    /// bit whatever else shares the batch (a slice gets the same support slices in a
+    /// propagation of many slices and in the explanation of one click).
+    ///
+    /// # Shapes
+    /// query `[B, 1, H, W]` → `[B, S]`
+    pub fn support_similarity(&self, support: &SupportAttention, query: Tensor<4>) -> Tensor<2> {
+        let [b, c, h, w] = query.dims();
+        let coarse: Vec<Tensor<4>> = (0..b)
+            .map(|n| {
+                let one = query.clone().slice([n..n + 1, 0..c, 0..h, 0..w]);
+                let [_, _, qa32] = self.attention_mapper_encoder.forward(one);
+                qa32 // [1, d, h/32, w/32]
+            })
+            .collect();
+        self.cross_attention_mapper
+            .similarity(Tensor::cat(coarse, 0), support.keys.clone())
+    }
+
+    /// The image-only features of some of the support slices (`slices` are positions in
+    /// the encoded set, in the order wanted), without encoding anything again: every
+    /// slice is encoded on its own (no normalisation across the batch), so its rows
+    /// are the same whichever set it was encoded with.
+    ///
+    /// # Panics
+    /// If a position is out of range.
+    pub fn select_support_attention(
+        &self,
+        support: &SupportAttention,
+        slices: &[usize],
+    ) -> SupportAttention {
+        let registers = self.cross_attention_mapper.register_count();
+        let n = support.count;
+        SupportAttention {
+            keys: select_rows(&support.keys, slices, n, registers), // [S'·hw32 + R, d]
+            projected: support
+                .projected
+                .clone()
+                .map(|p| select_rows(&p, slices, n, 0)), // [S'·hw16, ·], [S'·hw8, ·]
+            count: slices.len(),
+        }
+    }
+
+    /// [`Self::select_support_attention`] for all support features (the values too).
+    ///
+    /// # Panics
+    /// If a position is out of range.
+    pub fn select_support(&self, support: &SupportFeatures, slices: &[usize]) -> SupportFeatures {
+        let n = support.attention.count;
+        SupportFeatures {
+            attention: self.select_support_attention(&support.attention, slices),
+            values: SupportValues {
+                values: support
+                    .values
+                    .values
+                    .clone()
+                    .map(|v| select_rows(&v, slices, n, 0)),
+            },
         }
     }
 

@@ -123,6 +123,9 @@ pub enum Action {
     SetBrush(BrushSettings),
     /// How far beyond the support slices to propagate (`None`: whole axis).
     SetPropagateMargin(Option<usize>),
+    /// The most support slices one slice is segmented (and explained) with; more
+    /// annotated slices are chosen from by similarity (`None`: use all; 0 counts as 1).
+    SetSupportSize(Option<usize>),
     /// Choose the layout.
     SetLayout(Layout),
     /// Zoom/pan of the view perpendicular to `axis`.

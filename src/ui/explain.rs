@@ -91,6 +91,13 @@ pub fn explain_panel_ui(
         .collect();
     ui.label(format!("Attention on the support set (rest on register tokens) — {}", masses.join(", ")))
         .on_hover_text("The share of the clicked location's attention that goes to support slices rather than to the learned register tokens.");
+    if result.candidates > result.support_slices.len() {
+        ui.label(format!(
+            "The {} of {} support slices most similar to this slice (the ones its prediction uses).",
+            result.support_slices.len(),
+            result.candidates
+        ));
+    }
     let supports = result.support_slices.clone();
     let n_stages = result.stages.len();
     let support_mass: Vec<Vec<f32>> = result

@@ -10,6 +10,7 @@ use crate::session::SliceState;
 use super::actions::{Action, Layout, Tool};
 use super::document::LabelFormat;
 use super::painter::Backend;
+use super::propagation::DEFAULT_SUPPORT_SIZE;
 use super::slice_view::{Readout, state_colour, state_name};
 use super::state::{AppState, BRUSH_RADIUS_MM};
 use super::view::{axes_in_display_order, plane_of};
@@ -289,6 +290,28 @@ pub fn side_panel_ui(ui: &mut egui::Ui, state: &AppState) -> Vec<Action> {
             actions.push(Action::SetPropagateMargin((!whole).then_some(margin)));
         }
     });
+    let mut all = state.support_size.is_none();
+    let mut size = state.support_size.unwrap_or(DEFAULT_SUPPORT_SIZE);
+    ui.horizontal(|ui| {
+        let a = ui
+            .checkbox(&mut all, "all supports")
+            .on_hover_text("Segment every slice with every annotated and accepted slice")
+            .changed();
+        let b = ui
+            .add_enabled(
+                !all,
+                egui::DragValue::new(&mut size)
+                    .range(1..=64)
+                    .suffix(" most similar"),
+            )
+            .on_hover_text(
+                "With more annotated and accepted slices than this, each slice is segmented with the ones whose images the network finds most similar to it",
+            )
+            .changed();
+        if a || b {
+            actions.push(Action::SetSupportSize((!all).then_some(size)));
+        }
+    });
     if let Some(f) = state.propagation.failure() {
         ui.colored_label(Color32::from_rgb(255, 140, 100), f);
     }
@@ -402,10 +425,17 @@ pub fn status_bar_ui(
             }
             if let Some(last) = state.propagation.last() {
                 ui.separator();
-                ui.label(format!(
+                let mut text = format!(
                     "last run {:.0} ms/slice",
                     last.total.as_secs_f64() * 1000.0 / last.slices.max(1) as f64
-                ));
+                );
+                if let Some(k) = last.support_size {
+                    text.push_str(&format!(
+                        " · {k} of {} supports per slice",
+                        last.support_slices
+                    ));
+                }
+                ui.label(text);
             }
             if let Some(r) = readout {
                 ui.separator();

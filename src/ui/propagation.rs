@@ -15,6 +15,10 @@ use super::document::Document;
 use super::render::Heatmap;
 use super::state::{Level, Waker};
 
+/// Support slices per query the app starts with: the most the paper evaluates its
+/// retrieval with (Table 3), and on a CPU the attention cost of a query grows with it.
+pub const DEFAULT_SUPPORT_SIZE: usize = 8;
+
 /// Engine settings for the app.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -50,6 +54,10 @@ pub struct Run {
     pub first_result: Option<Instant>,
     /// Slices written into the session (others were user-owned by then).
     pub written: usize,
+    /// Support slices sent (annotated and accepted).
+    pub support_slices: usize,
+    /// The support size asked for (`None`: all support slices for every query).
+    pub support_size: Option<usize>,
 }
 
 impl Run {
@@ -87,6 +95,13 @@ pub struct LastRun {
     /// Time between the starts of consecutive frames while it ran (what the user sees
     /// as smoothness: it includes rendering and waiting for events).
     pub intervals: Option<FrameSummary>,
+    /// Support slices sent.
+    pub support_slices: usize,
+    /// Support slices per query when the engine chose them by similarity (`None`: each
+    /// query used all of them).
+    pub support_size: Option<usize>,
+    /// Distinct support choices among the queries (1 without a choice).
+    pub support_groups: usize,
 }
 
 /// UI frame time statistics.
@@ -295,15 +310,24 @@ impl Propagation {
         }
     }
 
-    /// Sends a propagation; a running one is cancelled first.
-    pub fn start(&mut self, doc: &Document, plan: PropagationPlan) -> Result<(), String> {
+    /// Sends a propagation; a running one is cancelled first. With more support slices
+    /// than `support_size`, the engine segments each slice with the `support_size` ones
+    /// most similar to it.
+    pub fn start(
+        &mut self,
+        doc: &Document,
+        plan: PropagationPlan,
+        support_size: Option<usize>,
+    ) -> Result<(), String> {
         self.cancel();
         let support = Self::support(doc, plan.label, &plan.support);
         let total = plan.targets.len();
+        let support_slices = plan.support.len();
         let engine = self.engine()?;
         let id = engine.submit(JobRequest::Propagate {
             support,
             slices: plan.targets,
+            support_size,
         });
         self.frame_times.clear();
         self.frame_intervals.clear();
@@ -316,6 +340,8 @@ impl Propagation {
             started: Instant::now(),
             first_result: None,
             written: 0,
+            support_slices,
+            support_size,
         });
         Ok(())
     }
@@ -328,8 +354,15 @@ impl Propagation {
     }
 
     /// Asks why the network predicted what it did at pixel `at` of working-axis slice
-    /// `slice`, using the active structure's support set.
-    pub fn explain(&mut self, doc: &Document, slice: usize, at: [f32; 2]) -> Result<(), String> {
+    /// `slice`, using the active structure's support set — limited, like a propagation
+    /// with the same `support_size`, to the slices most similar to `slice`.
+    pub fn explain(
+        &mut self,
+        doc: &Document,
+        slice: usize,
+        at: [f32; 2],
+        support_size: Option<usize>,
+    ) -> Result<(), String> {
         let label = doc
             .active
             .ok_or_else(|| "select a structure in the label list first".to_owned())?;
@@ -348,6 +381,7 @@ impl Propagation {
             support,
             query_slice: slice,
             pixel,
+            support_size,
         });
         let stages = self
             .explain
@@ -447,6 +481,13 @@ impl Propagation {
                             stats.slices,
                             stats.total.as_secs_f64()
                         );
+                        if let Some(k) = stats.support_size {
+                            text.push_str(&format!(
+                                " Each slice used the {k} most similar of {} support slices ({} distinct sets).",
+                                stats.support_slices,
+                                stats.groups.len()
+                            ));
+                        }
                         if let Some(f) = frames {
                             text.push_str(&format!(
                                 " UI frame build time: median {:.1} ms, 95th percentile {:.1} ms, max {:.1} ms.",
@@ -465,6 +506,9 @@ impl Propagation {
                             total: stats.total,
                             frames,
                             intervals,
+                            support_slices: stats.support_slices,
+                            support_size: stats.support_size,
+                            support_groups: stats.groups.len(),
                         });
                         out.propagation_finished = true;
                     }
@@ -546,6 +590,8 @@ mod tests {
             started: t0,
             first_result: Some(t0),
             written: 10,
+            support_slices: 2,
+            support_size: None,
         };
         let eta = run.eta(t0 + Duration::from_secs(5)).unwrap();
         assert!((eta.as_secs_f64() - 10.0).abs() < 1e-6);

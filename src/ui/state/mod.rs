@@ -17,7 +17,7 @@ use crate::volume::{Axis, Image2D};
 
 use super::actions::{Action, Layout, Tool};
 use super::document::{Document, LabelFormat, SaveTarget, session_path_for};
-use super::propagation::Propagation;
+use super::propagation::{DEFAULT_SUPPORT_SIZE, Propagation};
 use super::view::Camera;
 use super::window::robust_window;
 
@@ -170,6 +170,9 @@ pub struct AppState {
     /// Propagate only this many slices beyond the first/last support slice
     /// (`None`: the whole axis).
     pub propagate_margin: Option<usize>,
+    /// The most support slices one slice is segmented with; with more annotated and
+    /// accepted slices, each slice gets the ones most similar to it (`None`: all).
+    pub support_size: Option<usize>,
     stroke: Option<Stroke>,
     load: Option<LoadJob>,
     autosave: AutosaveTimer,
@@ -207,6 +210,7 @@ impl AppState {
             lasso: None,
             propagation,
             propagate_margin: Some(10),
+            support_size: Some(DEFAULT_SUPPORT_SIZE),
             stroke: None,
             load: None,
             autosave_job: None,
@@ -529,6 +533,7 @@ impl AppState {
                 };
             }
             Action::SetPropagateMargin(m) => self.propagate_margin = m,
+            Action::SetSupportSize(k) => self.support_size = k.map(|k| k.max(1)),
             Action::SetLayout(l) => self.layout = l,
             Action::SetCamera { axis, camera } => self.cameras[axis.index()] = camera,
             Action::ResetCameras => self.cameras = [Camera::default(); 3],
@@ -617,7 +622,7 @@ impl AppState {
             Action::CancelPropagation => self.propagation.cancel(),
             Action::Explain { slice, at } => {
                 if let Some(doc) = &self.doc {
-                    let r = self.propagation.explain(doc, slice, at);
+                    let r = self.propagation.explain(doc, slice, at, self.support_size);
                     if let Err(text) = r {
                         self.notify(Level::Error, text);
                     }
@@ -907,7 +912,7 @@ impl AppState {
             );
             return;
         }
-        if let Err(text) = self.propagation.start(doc, plan) {
+        if let Err(text) = self.propagation.start(doc, plan, self.support_size) {
             self.notify(Level::Error, text);
         }
     }

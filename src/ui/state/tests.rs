@@ -3,7 +3,7 @@ use std::time::Duration;
 use super::*;
 use crate::io::VolumeSource;
 use crate::session::SliceState;
-use crate::ui::propagation::EngineConfig;
+use crate::ui::propagation::{DEFAULT_SUPPORT_SIZE, EngineConfig};
 use crate::volume::{Geometry, LabelValue, Modality, Volume};
 
 /// A process id above Linux's `pid_max`: never running, so its files are orphans.
@@ -271,6 +271,80 @@ fn propagating_without_support_or_network_explains_what_is_missing() {
         s.problems()
             .any(|(_, n)| n.text.contains("network is not available"))
     );
+}
+
+#[test]
+fn the_support_size_setting_goes_with_every_propagation_and_explanation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), std::process::id(), Duration::from_secs(3600));
+    cfg.engine = EngineConfig {
+        engine: Some(crate::engine::EngineConfig {
+            device: crate::engine::DeviceRequest::Choice(crate::engine::DeviceChoice::Cpu),
+            model: crate::model::ModelConfig::tiny(),
+            weights: crate::engine::WeightsChoice::Random,
+            ..crate::engine::EngineConfig::default()
+        }),
+    };
+    let mut s = AppState::new(cfg, Arc::new(|| {}));
+    let path = dir.path().join("ct.nii.gz");
+    s.set_document(Document::new(
+        LoadedVolume {
+            volume: volume(),
+            source: VolumeSource::Nifti { path: path.clone() },
+            warnings: Vec::new(),
+        },
+        path,
+    ));
+    assert_eq!(s.support_size, Some(DEFAULT_SUPPORT_SIZE));
+    s.apply(Action::SetSupportSize(Some(0)));
+    assert_eq!(s.support_size, Some(1), "at least one support slice");
+    s.apply(Action::SetSupportSize(Some(2)));
+    assert_eq!(s.support_size, Some(2));
+    for slice in [2, 4, 6, 8] {
+        paint_dab(&mut s, slice, [10.0, 8.0]);
+    }
+    let wait = |s: &mut AppState| {
+        let events = s.propagation.wait(&mut s.doc, Duration::from_secs(120));
+        assert!(
+            !events.notices.iter().any(|(l, _)| *l == Level::Error),
+            "{:?}",
+            events.notices
+        );
+    };
+    s.apply(Action::Propagate);
+    wait(&mut s);
+    let last = s
+        .propagation
+        .last()
+        .expect("the propagation finished")
+        .clone();
+    assert_eq!((last.support_slices, last.support_size), (4, Some(2)));
+    assert!(last.support_groups >= 1);
+    // The explanation shows the two slices the clicked slice was predicted with.
+    s.apply(Action::Explain {
+        slice: 5,
+        at: [10.0, 8.0],
+    });
+    wait(&mut s);
+    let explained = s
+        .propagation
+        .explanation()
+        .unwrap()
+        .result
+        .as_ref()
+        .unwrap();
+    assert_eq!(explained.candidates, 4);
+    assert_eq!(explained.support_slices.len(), 2);
+    // Every slice of this volume shows the same image, so all four tie and the two
+    // nearest to slice 5 win.
+    assert_eq!(explained.support_slices, vec![4, 6]);
+    // "All supports": every query uses all four.
+    s.apply(Action::SetSupportSize(None));
+    s.apply(Action::Propagate);
+    wait(&mut s);
+    let last = s.propagation.last().unwrap();
+    assert_eq!((last.support_slices, last.support_size), (4, None));
+    assert_eq!(last.support_groups, 1);
 }
 
 #[test]
