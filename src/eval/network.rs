@@ -68,6 +68,7 @@ impl Propagator for NetworkPropagator {
         let id = self.engine.submit(JobRequest::Propagate {
             support: Arc::new(support),
             slices: targets,
+            support_size: None,
         });
         loop {
             match self

@@ -34,15 +34,25 @@ pub struct CrossAttentionMapper {
 
 impl CrossAttentionMapper {
     /// A mapper on `channels`-dimensional features with `registers` synthetic tokens.
+    ///
+    /// `W_Q` and `W_K` start as the identity (the paper does not say how they are
+    /// initialised): equation 2 then begins as the plain cross-correlation of the
+    /// Attention Mapper Encoder's features, so each query location attends to the
+    /// support locations that look like it from the first step, and the support masks
+    /// reach the decoder in the right places. Two independent random projections start
+    /// as a random bilinear form, whose near-uniform attention carries no spatial
+    /// information; on a 2-core CPU budget that run collapsed to empty predictions.
     pub fn new(channels: usize, registers: usize, device: &Device) -> Self {
-        let linear = || {
-            LinearConfig::new(channels, channels)
+        let identity = || {
+            let mut linear = LinearConfig::new(channels, channels)
                 .with_bias(false)
-                .init(device)
+                .init(device);
+            linear.weight = Param::from_tensor(Tensor::<2>::eye(channels, device));
+            linear
         };
         Self {
-            query_projection: linear(),
-            key_projection: linear(),
+            query_projection: identity(),
+            key_projection: identity(),
             registers: Initializer::Normal {
                 mean: 0.0,
                 std: 1.0,
