@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The project's test command (README): formatting, the full test suite with the GUI, and
-# the headless core alone. Real-data tests read $ICSEG_DATA (default ../shared/data).
+# The project's test command (README): formatting, the full test suite with the GUI, the
+# headless core alone, and the real app window under Xvfb. Real-data tests read
+# $ICSEG_DATA (default ../shared/data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ICSEG_DATA="${ICSEG_DATA:-$(cd .. && pwd)/shared/data}"
@@ -14,3 +15,14 @@ cargo test --all-targets
 
 echo "== tests (headless core only: --no-default-features)"
 cargo test --no-default-features --lib
+
+echo "== real window under Xvfb (GUI smoke test with screenshots)"
+if command -v xvfb-run >/dev/null && command -v import >/dev/null; then
+  # `cargo test` above built the app binary (test profile) next to the tests.
+  scripts/gui-smoke.sh "${CARGO_TARGET_DIR:-target}/debug/icseg" "${CARGO_TARGET_DIR:-target}/gui-smoke"
+elif [ "${CI:-}" = true ]; then
+  echo "xvfb-run and imagemagick are required under CI (apt-get install xvfb xauth imagemagick)" >&2
+  exit 1
+else
+  echo "skipped: install xvfb xauth imagemagick to run it"
+fi

@@ -123,16 +123,26 @@ impl TrainConfig {
 }
 
 /// Squared-denominator Dice (Milletari et al. 2016) + 0.25 × binary cross-entropy, the
-/// paper's loss, averaged over the batch. Returns `[1]`.
+/// paper's loss. Returns `[1]`.
+///
+/// The Dice term is pooled over the batch — one episode's queries, all slices of one
+/// structure — so it is the soft version of the volume Dice the evaluation measures
+/// (the paper does not say whether its Dice is per image). Per-image Dice with a
+/// smoothing constant gives an empty query slice an all-or-nothing term (0 when the
+/// prediction is exactly empty, about 1 otherwise); with a third of the queries empty
+/// (slices beyond the structure's ends) that made "predict nothing anywhere" the best
+/// strategy for a network that cannot yet tell the slices apart, and our CPU runs
+/// collapsed to it. Pooled, an empty slice's false positives only enlarge the
+/// denominator, as they do in the volume Dice.
 ///
 /// # Shapes
 /// `logits`, `target`: `[B, 1, H, W]`.
 pub fn segmentation_loss(logits: Tensor<4>, target: Tensor<4>) -> Tensor<1> {
     let [b, _, h, w] = logits.dims();
-    let p = sigmoid(logits.clone()).reshape([b, h * w]);
-    let t = target.clone().reshape([b, h * w]);
+    let p = sigmoid(logits.clone()).reshape([1, b * h * w]);
+    let t = target.clone().reshape([1, b * h * w]);
     let eps = 1.0;
-    let inter = (p.clone() * t.clone()).sum_dim(1); // [b, 1]
+    let inter = (p.clone() * t.clone()).sum_dim(1); // [1, 1]
     let denom = p.powf_scalar(2.0).sum_dim(1) + t.powf_scalar(2.0).sum_dim(1);
     let dice = (inter * 2.0 + eps) / (denom + eps);
     let dice_loss = dice.neg().add_scalar(1.0).mean();
@@ -615,6 +625,32 @@ mod tests {
         let l_wrong = segmentation_loss(wrong, target).into_scalar::<f32>();
         assert!(l_right < 0.01, "{l_right}");
         assert!(l_wrong > 1.0, "{l_wrong}");
+    }
+
+    #[test]
+    fn dice_is_pooled_so_an_uncertain_prediction_beats_predicting_nothing() {
+        // One query with the structure (4 of 16 pixels), one beyond its end (empty).
+        let device = Device::flex();
+        let mut t = vec![0.0f32; 32];
+        for i in [5, 6, 9, 10] {
+            t[i] = 1.0;
+        }
+        let target = Tensor::<4>::from_data(TensorData::new(t.clone(), [2, 1, 4, 4]), &device);
+        let nothing = Tensor::<4>::full([2, 1, 4, 4], -8.0, &device);
+        // An unsure network: p = 0.5 on the structure and on two pixels of each slice.
+        let mut unsure = vec![-8.0f32; 32];
+        for i in [5, 6, 9, 10, 1, 2, 17, 18] {
+            unsure[i] = 0.0;
+        }
+        let unsure = Tensor::<4>::from_data(TensorData::new(unsure, [2, 1, 4, 4]), &device);
+        let l_nothing = segmentation_loss(nothing, target.clone()).into_scalar::<f32>();
+        let l_unsure = segmentation_loss(unsure, target).into_scalar::<f32>();
+        // Per image, the empty slice alone would cost the unsure prediction 0.33 against 0
+        // for nothing, so the margin would shrink to about 0.12; pooled, it is about 0.47.
+        assert!(
+            l_unsure < l_nothing - 0.2,
+            "unsure {l_unsure} vs nothing {l_nothing}"
+        );
     }
 
     #[test]
