@@ -12,6 +12,7 @@ use super::inference::{
     ModelArgs, SliceList, axis_from_index, parse_support_size, peak_memory_bytes, start_engine,
     support_from_labels,
 };
+use crate::engine::extent::keep_run_through_support;
 use crate::engine::{Event, JobRequest, PropagationStats};
 use crate::io;
 use crate::volume::{LabelMap, LabelValue};
@@ -153,6 +154,15 @@ pub fn run(args: PropagateArgs) -> anyhow::Result<()> {
             stats.support_slices,
             stats.groups.len(),
             secs(stats.retrieval)
+        );
+    }
+
+    // The structure is the run of non-empty slices through the annotations: islands
+    // beyond an empty slice are cleared (engine::extent; the app and `icseg eval` too).
+    let cut_off = keep_run_through_support(&mut output, axis, &slices);
+    if cut_off > 0 {
+        eprintln!(
+            "cleared {cut_off} predicted slices cut off from the structure by an empty slice"
         );
     }
 

@@ -30,7 +30,7 @@ pub struct TrainArgs {
     #[arg(long, default_value = "lite")]
     pub config: String,
     /// Total optimiser steps of the run.
-    #[arg(long, default_value_t = 4000)]
+    #[arg(long, default_value_t = 3200)]
     pub steps: usize,
     /// Episodes per optimiser step.
     #[arg(long, default_value_t = 2)]
@@ -39,10 +39,10 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 6)]
     pub queries: usize,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(long, default_value_t = 3e-4)]
     pub lr: f64,
     /// Share of synthetic episodes.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.1)]
     pub synthetic_rate: f64,
     /// Synthetic volumes to generate.
     #[arg(long, default_value_t = 48)]
@@ -51,7 +51,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Validate every this many steps.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 200)]
     pub validate_every: usize,
     /// Number of fixed validation episodes.
     #[arg(long, default_value_t = 48)]

@@ -27,6 +27,7 @@
 //! waker is called after every event so a GUI can repaint; the engine never sees egui.
 
 mod device;
+pub mod extent;
 mod predictor;
 pub mod preprocess;
 pub mod retrieval;

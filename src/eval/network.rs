@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::Propagator;
+use crate::engine::extent::keep_run_through_support;
 use crate::engine::{
     Engine, EngineConfig, EngineError, EngineInfo, Event, JobRequest, SupportSet, SupportSlice,
 };
@@ -88,7 +89,12 @@ impl Propagator for NetworkPropagator {
                         &probabilities.map(|p| LabelValue::from(p >= 0.5)),
                     );
                 }
-                Event::PropagationFinished { id: got, .. } if got == id => return Ok(out),
+                Event::PropagationFinished { id: got, .. } if got == id => {
+                    // As in the app and `icseg propagate`: the structure is the run of
+                    // non-empty slices through the annotations.
+                    keep_run_through_support(&mut out, axis, slices);
+                    return Ok(out);
+                }
                 Event::Failed { id: got, error } if got == id => return Err(error.into()),
                 Event::Cancelled { id: got } if got == id => {
                     anyhow::bail!("the propagation was cancelled")

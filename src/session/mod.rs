@@ -674,6 +674,60 @@ impl Session {
         self.history.close_group(group);
     }
 
+    /// Clears the predicted slices of `label` that are cut off from its support slices
+    /// (manual and accepted) by an empty slice: the structure is the unbroken run of
+    /// non-empty slices through its support (`engine::extent`, the rule `icseg propagate`
+    /// and `icseg eval` apply too). Cleared slices stay `Predicted` — the network's
+    /// answer there is now "nothing" — and the change joins the propagation's undo step
+    /// `group`; call it before [`Self::finish_propagation`]. Returns the slices cleared.
+    pub fn keep_predicted_run(
+        &mut self,
+        label: LabelValue,
+        group: u64,
+    ) -> Result<usize, EditError> {
+        let i = self.index_of(label)?;
+        let n = self.structures[i].states.len();
+        let non_empty: Vec<bool> = (0..n)
+            .map(|z| self.labels.slice(self.axis, z).data.contains(&label))
+            .collect();
+        let support: Vec<usize> = (0..n)
+            .filter(|&z| self.structures[i].states[z].is_user_approved())
+            .collect();
+        let Some((lo, hi)) = crate::engine::extent::run_through_support(&non_empty, &support)
+        else {
+            return Ok(0);
+        };
+        let mut cleared = 0;
+        for z in (0..n).filter(|&z| (z < lo || z > hi) && non_empty[z]) {
+            if self.structures[i].states[z] != SliceState::Predicted
+                || self.stroke.as_ref().is_some_and(|s| s.slice == z)
+            {
+                continue;
+            }
+            let before = self.labels.slice(self.axis, z);
+            let mut after = before.clone();
+            after
+                .data
+                .iter_mut()
+                .filter(|p| **p == label)
+                .for_each(|p| *p = 0);
+            let mut delta = SliceDelta::between(z, &before.data, &after.data);
+            delta.states.push(StateChange {
+                label,
+                before: SliceState::Predicted,
+                after: SliceState::Predicted,
+                uncertainty_before: self.structures[i].uncertainty[z],
+                uncertainty_after: Some(0.0),
+            });
+            self.labels.set_slice(self.axis, z, &after);
+            self.structures[i].uncertainty[z] = Some(0.0);
+            self.history.push(EditKind::Propagation, Some(group), delta);
+            self.touch(z);
+            cleared += 1;
+        }
+        Ok(cleared)
+    }
+
     // ----- undo -----
 
     /// Undoes the newest step. Returns what was undone.

@@ -219,6 +219,40 @@ fn predictions_fill_only_slices_the_network_may_write() {
 }
 
 #[test]
+fn predicted_islands_beyond_an_empty_slice_are_cleared_in_the_same_undo_step() {
+    let (mut s, liver) = session();
+    s.paint(liver, 4, &dab_op(5.0, 5.0, 2.0, PAINT), None)
+        .unwrap();
+    let disk = disk_probabilities(5.0, 5.0, 2.0, 0.9);
+    let nothing = Image2D::filled(W, H, 0.1f32);
+    // Predictions: 3 and 5 continue the structure, 6 is empty, 8 is an island.
+    for (z, p) in [
+        (3, &disk),
+        (5, &disk),
+        (6, &nothing),
+        (8, &disk),
+        (0, &disk),
+    ] {
+        assert_eq!(s.apply_prediction(liver, z, p, 7), Ok(true));
+    }
+    // Slice 1 (unlabelled, not predicted) already separates the island at 0.
+    assert_eq!(s.keep_predicted_run(liver, 7), Ok(2));
+    s.finish_propagation(7);
+    let filled = |s: &Session| -> Vec<usize> {
+        (0..N)
+            .filter(|&z| s.mask(z, liver).data.contains(&1))
+            .collect()
+    };
+    assert_eq!(filled(&s), vec![3, 4, 5]);
+    assert_eq!(s.structure(liver).unwrap().state(8), SliceState::Predicted);
+    // One undo removes the whole propagation, island clearing included.
+    assert_eq!(s.undo(), Some(EditKind::Propagation));
+    assert_eq!(filled(&s), vec![4]);
+    assert_eq!(s.redo(), Some(EditKind::Propagation));
+    assert_eq!(filled(&s), vec![3, 4, 5]);
+}
+
+#[test]
 fn a_prediction_of_the_wrong_size_is_refused() {
     let (mut s, liver) = session();
     let small = Image2D::filled(W - 1, H, 0.9f32);

@@ -75,19 +75,19 @@ impl TrainConfig {
         let size = model.input_size;
         Self {
             model,
-            steps: 4000,
+            steps: 3200,
             episodes_per_step: 2,
-            learning_rate: 5e-4,
+            learning_rate: 3e-4,
             warmup_steps: 100,
             weight_decay: 1e-3,
             ema_mu: 0.99,
-            synthetic_rate: 0.2,
+            synthetic_rate: 0.1,
             seed: 1,
             episodes: EpisodeConfig {
                 size,
                 ..Default::default()
             },
-            validate_every: 250,
+            validate_every: 200,
             validation_episodes: 48,
             data: Vec::new(),
             validation_data: None,

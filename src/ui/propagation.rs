@@ -469,7 +469,12 @@ impl Propagation {
                 Event::PropagationFinished { id, stats } => {
                     if self.run.as_ref().is_some_and(|r| r.id == id) {
                         let run = self.run.take().expect("checked above");
+                        let mut cut_off = 0;
                         if let Some(d) = doc.as_deref_mut().filter(|d| d.key == run.doc_key) {
+                            match d.session.keep_predicted_run(run.label, id.0) {
+                                Ok(n) => cut_off = n,
+                                Err(e) => out.notices.push((Level::Error, e.to_string())),
+                            }
                             d.session.finish_propagation(id.0);
                         }
                         let frames = summarise_frames(&self.frame_times);
@@ -481,6 +486,11 @@ impl Propagation {
                             stats.slices,
                             stats.total.as_secs_f64()
                         );
+                        if cut_off > 0 {
+                            text.push_str(&format!(
+                                " {cut_off} predicted slices cut off from the structure by an empty slice were cleared."
+                            ));
+                        }
                         if let Some(k) = stats.support_size {
                             text.push_str(&format!(
                                 " Each slice used the {k} most similar of {} support slices ({} distinct sets).",
