@@ -9,7 +9,7 @@ use clap::Args;
 
 use crate::engine::{
     DeviceChoice, DeviceRequest, Engine, EngineConfig, EngineInfo, Event, RoiMode, SupportSet,
-    SupportSlice, WeightsChoice, WeightsStatus, default_weights_path,
+    WeightsChoice, WeightsStatus, default_weights_path,
 };
 use crate::model::ModelConfig;
 use crate::volume::{Axis, LabelMap, LabelValue, Volume};
@@ -169,23 +169,16 @@ pub fn support_from_labels(
     label: Option<LabelValue>,
 ) -> anyhow::Result<SupportSet> {
     let count = volume.geometry().slice_count(axis);
-    let mut support = Vec::new();
-    for &index in slices {
-        if index >= count {
-            bail!(
-                "annotated slice {index} does not exist: the image has {count} slices on this axis"
-            );
-        }
-        let mask = labels
-            .slice(axis, index)
-            .map(|v| u8::from(is_inside(v, label)));
-        support.push(SupportSlice { index, mask });
+    if let Some(index) = slices.iter().copied().find(|&i| i >= count) {
+        bail!("annotated slice {index} does not exist: the image has {count} slices on this axis");
     }
-    Ok(SupportSet {
+    Ok(SupportSet::from_label_map(
         volume,
+        labels,
         axis,
-        slices: support,
-    })
+        slices,
+        |v| is_inside(v, label),
+    ))
 }
 
 /// Starts the engine and waits for it to be ready; prints the device and the weights

@@ -15,7 +15,7 @@ use super::inference::{
 use crate::engine::extent::keep_run_through_support;
 use crate::engine::{Event, JobRequest, PropagationStats};
 use crate::io;
-use crate::volume::{LabelMap, LabelValue};
+use crate::volume::LabelValue;
 
 /// Arguments of `icseg propagate`.
 #[derive(Debug, Args)]
@@ -106,10 +106,7 @@ pub fn run(args: PropagateArgs) -> anyhow::Result<()> {
     let targets: Vec<usize> = (0..count).filter(|i| !slices.contains(i)).collect();
 
     // Annotated slices are copied unchanged (as a binary mask).
-    let mut output = LabelMap::empty(volume.geometry().clone());
-    for s in &support.slices {
-        output.set_slice(axis, s.index, &s.mask.map(LabelValue::from));
-    }
+    let mut output = support.annotation_map();
     drop(annotations);
 
     let propagation = Instant::now();

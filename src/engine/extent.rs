@@ -9,7 +9,7 @@
 //! paper; it is how a radiologist reads a propagation, and `icseg eval` measures it
 //! together with the network (`docs/evaluation.md`).
 
-use crate::volume::{Axis, LabelMap};
+use crate::volume::{Axis, Image2D, LabelMap};
 
 /// The range of slices a structure occupies, given which slices are non-empty and which
 /// were annotated: from the first to the last non-empty support slice, extended on each
@@ -39,23 +39,15 @@ pub fn keep_run_through_support(mask: &mut LabelMap, axis: Axis, support: &[usiz
     let non_empty: Vec<bool> = (0..n)
         .map(|z| mask.slice(axis, z).data.iter().any(|&v| v != 0))
         .collect();
-    match run_through_support(&non_empty, support) {
-        Some((lo, hi)) => clear(mask, axis, 0..lo) + clear(mask, axis, hi + 1..n),
-        None => clear(mask, axis, 0..n),
+    let keep = run_through_support(&non_empty, support);
+    let outside = |z: usize| keep.is_none_or(|(lo, hi)| z < lo || z > hi);
+    let doomed: Vec<usize> = (0..n).filter(|&z| non_empty[z] && outside(z)).collect();
+    let (w, h) = mask.geometry().slice_dims(axis);
+    let empty = Image2D::filled(w, h, 0);
+    for &z in &doomed {
+        mask.set_slice(axis, z, &empty);
     }
-}
-
-fn clear(mask: &mut LabelMap, axis: Axis, range: std::ops::Range<usize>) -> usize {
-    let mut cleared = 0;
-    for z in range {
-        let mut s = mask.slice(axis, z);
-        if s.data.iter().any(|&v| v != 0) {
-            s.data.iter_mut().for_each(|v| *v = 0);
-            mask.set_slice(axis, z, &s);
-            cleared += 1;
-        }
-    }
-    cleared
+    doomed.len()
 }
 
 #[cfg(test)]

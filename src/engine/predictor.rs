@@ -13,7 +13,7 @@ use super::preprocess::{RoiMode, image_input, mask_input, native_to_model, suppo
 use super::retrieval::most_similar;
 use super::{ComputeDevice, EngineError};
 use crate::model::{Model, SupportAttention, SupportFeatures, SupportValues};
-use crate::volume::{Axis, Image2D, Region, Volume, paste_region_bilinear};
+use crate::volume::{Axis, Image2D, LabelMap, LabelValue, Region, Volume, paste_region_bilinear};
 
 /// One annotated slice of a support set.
 #[derive(Clone, Debug)]
@@ -37,6 +37,44 @@ pub struct SupportSet {
 }
 
 impl SupportSet {
+    /// The slices `slices` of `labels` (a label map on the volume's grid) as a support
+    /// set: a voxel is inside where `inside(value)`. Every index must exist along
+    /// `axis` (callers check user input first; [`Self::validate`] reports it too).
+    pub fn from_label_map(
+        volume: Arc<Volume>,
+        labels: &LabelMap,
+        axis: Axis,
+        slices: &[usize],
+        inside: impl Fn(LabelValue) -> bool,
+    ) -> Self {
+        let slices = slices
+            .iter()
+            .map(|&index| SupportSlice {
+                index,
+                mask: labels.slice(axis, index).map(|v| u8::from(inside(v))),
+            })
+            .collect();
+        Self {
+            volume,
+            axis,
+            slices,
+        }
+    }
+
+    /// A binary label map on the volume's grid holding the support masks (1 inside) on
+    /// their slices and 0 elsewhere: the start of a propagated mask.
+    pub fn annotation_map(&self) -> LabelMap {
+        let mut map = LabelMap::empty(self.volume.geometry().clone());
+        for s in &self.slices {
+            map.set_slice(
+                self.axis,
+                s.index,
+                &s.mask.map(|v| LabelValue::from(v != 0)),
+            );
+        }
+        map
+    }
+
     /// Checks indices and mask sizes against the volume.
     pub fn validate(&self) -> Result<(), EngineError> {
         if self.slices.is_empty() {

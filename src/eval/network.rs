@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use super::Propagator;
 use crate::engine::extent::keep_run_through_support;
-use crate::engine::{
-    Engine, EngineConfig, EngineError, EngineInfo, Event, JobRequest, SupportSet, SupportSlice,
-};
+use crate::engine::{Engine, EngineConfig, EngineError, EngineInfo, Event, JobRequest, SupportSet};
 use crate::volume::{Axis, LabelMap, LabelValue, Volume};
 
 /// Propagates with the in-context network on the engine's worker thread.
@@ -48,21 +46,11 @@ impl Propagator for NetworkPropagator {
         axis: Axis,
         slices: &[usize],
     ) -> anyhow::Result<LabelMap> {
-        let support = SupportSet {
-            volume: Arc::new(volume.clone()),
-            axis,
-            slices: slices
-                .iter()
-                .map(|&index| SupportSlice {
-                    index,
-                    mask: annotations.slice(axis, index).map(|v| u8::from(v != 0)),
-                })
-                .collect(),
-        };
-        let mut out = LabelMap::empty(volume.geometry().clone());
-        for s in &support.slices {
-            out.set_slice(axis, s.index, &s.mask.map(LabelValue::from));
-        }
+        let support =
+            SupportSet::from_label_map(Arc::new(volume.clone()), annotations, axis, slices, |v| {
+                v != 0
+            });
+        let mut out = support.annotation_map();
         let targets: Vec<usize> = (0..volume.geometry().slice_count(axis))
             .filter(|z| !slices.contains(z))
             .collect();

@@ -86,9 +86,14 @@ impl CrossAttentionMapper {
     /// query `[B, d, h, w]`, keys `[K, d]` → `[B·h·w, K]`
     fn logits(&self, query: Tensor<4>, keys: Tensor<2>) -> Tensor<2> {
         let q = self.query_projection.forward(to_rows(query)); // [B·hw, d]
+        self.scale(q.matmul(keys.transpose()))
+    }
+
+    /// Equation 2's scaling of query–key products: `/ δ` with `δ = 0.1·d`, then `/ T`.
+    fn scale<const D: usize>(&self, products: Tensor<D>) -> Tensor<D> {
         let delta = 0.1 * self.channels as f64;
-        let inverse_temperature = self.log_temperature.val().neg().exp().reshape([1, 1]);
-        q.matmul(keys.transpose()).div_scalar(delta) * inverse_temperature
+        let inverse_temperature = self.log_temperature.val().neg().exp().reshape([1; D]);
+        products.div_scalar(delta) * inverse_temperature
     }
 
     /// Equation 2: `A_i = softmax(X_i^q·W_Q·([X^s; t^s]·W_K)ᵀ / (δ·T))[: S·h·w]`.
@@ -131,9 +136,7 @@ impl CrossAttentionMapper {
             .slice([0..support_rows, 0..d])
             .reshape([1, s, hw, d])
             .swap_dims(2, 3); // [1, S, d, hw]
-        let delta = 0.1 * self.channels as f64;
-        let inverse_temperature = self.log_temperature.val().neg().exp().reshape([1, 1, 1, 1]);
-        let logits = q.matmul(k).div_scalar(delta) * inverse_temperature; // [B, S, hw, hw]
+        let logits = self.scale(q.matmul(k)); // [B, S, hw, hw]
         logits
             .max_dim(3) // [B, S, hw, 1]: each query location's best match in the image
             .mean_dim(2) // [B, S, 1, 1]
