@@ -112,13 +112,7 @@ pub fn check(bytes: &[u8]) -> Result<Structure, String> {
         _ => Encoding::ExplicitLe,
     };
     w.dataset(pos, bytes.len(), encoding, 0, true)?;
-    Ok(Structure {
-        transfer_syntax,
-        has_pixel_data: w.has_pixel_data,
-        checked: true,
-        native_pixel_bytes: w.native_pixel_bytes,
-        pixel_fragments: w.pixel_fragments,
-    })
+    Ok(w.into_structure(transfer_syntax))
 }
 
 /// The largest inflated data set of a deflated file; deflate can expand about
@@ -143,16 +137,21 @@ fn check_deflated(deflated: &[u8], transfer_syntax: String) -> Result<Structure,
         pixel_fragments: None,
     };
     w.dataset(0, inflated.len(), Encoding::ExplicitLe, 0, true)?;
-    Ok(Structure {
-        transfer_syntax,
-        has_pixel_data: w.has_pixel_data,
-        checked: true,
-        native_pixel_bytes: w.native_pixel_bytes,
-        pixel_fragments: w.pixel_fragments,
-    })
+    Ok(w.into_structure(transfer_syntax))
 }
 
 impl Walker<'_> {
+    /// What a completed walk found.
+    fn into_structure(self, transfer_syntax: String) -> Structure {
+        Structure {
+            transfer_syntax,
+            has_pixel_data: self.has_pixel_data,
+            checked: true,
+            native_pixel_bytes: self.native_pixel_bytes,
+            pixel_fragments: self.pixel_fragments,
+        }
+    }
+
     fn u16_at(&self, at: usize, enc: Encoding) -> u16 {
         let b = [self.bytes[at], self.bytes[at + 1]];
         if enc == Encoding::ExplicitBe {
