@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod dataset;
 pub mod engine;
 pub mod eval;
 pub mod io;

@@ -1,8 +1,12 @@
 //! The shipped weights (`weights/icseg-lite.bpk`, produced by `icseg train` and
 //! `icseg ship`) load into the architecture and actually segment real anatomy.
 
-use icseg::engine::{DeviceChoice, DeviceRequest, EngineConfig, WeightsChoice, WeightsStatus};
-use icseg::eval::{NetworkPropagator, binary_mask, evaluate_structure};
+use std::sync::Arc;
+
+use icseg::engine::{
+    DeviceChoice, DeviceRequest, EngineConfig, Strategy, WeightsChoice, WeightsStatus,
+};
+use icseg::eval::{NetworkPropagator, Protocol, binary_mask, evaluate_structure};
 use icseg::model::ModelConfig;
 use icseg::testing::shared_data;
 use icseg::volume::Axis;
@@ -38,27 +42,42 @@ fn shipped_weights_segment_the_mandible_of_a_validation_ct_from_three_slices() {
     let Some(dir) = shared_data("volumes/openkbp/validation") else {
         return;
     };
-    let image = icseg::io::open_volume(&dir.join("pt_201_ct.nii.gz"))
-        .unwrap()
-        .volume;
+    let image = Arc::new(
+        icseg::io::open_volume(&dir.join("pt_201_ct.nii.gz"))
+            .unwrap()
+            .volume,
+    );
     let labels =
         icseg::io::read_label_map(&dir.join("pt_201_oar.nii.gz"), image.geometry()).unwrap();
     const MANDIBLE: u16 = 7;
     let truth = binary_mask(&labels, MANDIBLE);
 
     let dice_with = |weights: WeightsChoice| {
-        let mut network = NetworkPropagator::start(EngineConfig {
-            device: DeviceRequest::Choice(DeviceChoice::Cpu),
-            weights,
-            ..EngineConfig::default()
-        })
+        // The network alone, as the paper runs it (the chained strategy's shape prior
+        // would score without any weights).
+        let mut network = NetworkPropagator::start(
+            EngineConfig {
+                device: DeviceRequest::Choice(DeviceChoice::Cpu),
+                weights,
+                ..EngineConfig::default()
+            },
+            Strategy::OneShot { support_size: None },
+            "oneshot",
+        )
         .expect("the engine starts");
         let status = network.info().weights.clone();
-        let (slices, scores) = evaluate_structure(&image, &truth, Axis::K, 3, &mut [&mut network])
-            .unwrap()
-            .expect("the mandible spans at least six slices");
+        let (slices, scores) = evaluate_structure(
+            &image,
+            &truth,
+            Axis::K,
+            3,
+            Protocol::Inner,
+            &mut [&mut network],
+        )
+        .unwrap()
+        .expect("the mandible spans at least six slices");
         assert_eq!(slices.len(), 3);
-        (scores[0], status)
+        (scores[0].dice(), status)
     };
     let (trained, status) = dice_with(WeightsChoice::File(shipped_weights()));
     assert!(matches!(status, WeightsStatus::Loaded(_)), "{status:?}");

@@ -11,11 +11,11 @@ use clap::Args;
 
 use super::inference::peak_memory_bytes;
 use crate::engine::{
-    DeviceChoice, Predictor, RoiMode, SupportSet, SupportSlice, WeightsChoice, load_model,
-    select_device,
+    self, ChainOptions, DeviceChoice, DeviceRequest, Engine, EngineConfig, Event, Predictor,
+    RoiMode, Strategy, SupportSet, WeightsChoice, load_model, select_device,
 };
 use crate::model::ModelConfig;
-use crate::volume::{Axis, Geometry, Image2D, Modality, Volume};
+use crate::volume::{Axis, Geometry, Image2D, LabelMap, Modality, Volume};
 
 /// Arguments of `icseg bench`.
 #[derive(Debug, Args)]
@@ -72,13 +72,34 @@ struct ConfigBench {
     peak_memory_mb_so_far: Option<f64>,
 }
 
+/// Chained propagation (the app's default strategy) through the engine.
+#[derive(Debug, serde::Serialize)]
+struct ChainBench {
+    weights: String,
+    structure_slices: usize,
+    annotated_slices: Vec<usize>,
+    queried_slices: usize,
+    seconds: f64,
+    ms_per_queried_slice: f64,
+}
+
 #[derive(Debug, serde::Serialize)]
 struct BenchReport {
     device: String,
     is_gpu: bool,
     native_slice: [usize; 2],
     configs: Vec<ConfigBench>,
+    chain: Option<ChainBench>,
     peak_memory_mb: Option<f64>,
+}
+
+/// The masks of [`synthetic_ct`] as a label map (1 = organ) on the volume's grid.
+fn label_map(volume: &Volume, masks: &[Image2D<u8>]) -> LabelMap {
+    let mut labels = LabelMap::empty(volume.geometry().clone());
+    for (z, m) in masks.iter().enumerate() {
+        labels.set_slice(Axis::K, z, &m.map(u16::from));
+    }
+    labels
 }
 
 /// A synthetic 512×512 CT: a body ellipse of soft tissue with a brighter organ that
@@ -162,17 +183,13 @@ fn bench_config(
         .map(|n| (n * total + total / 2) / args.support.max(1))
         .collect();
     let queries: Vec<usize> = (0..total).filter(|i| !support_idx.contains(i)).collect();
-    let support = SupportSet {
-        volume: volume.clone(),
-        axis: Axis::K,
-        slices: support_idx
-            .iter()
-            .map(|&index| SupportSlice {
-                index,
-                mask: masks[index].clone(),
-            })
-            .collect(),
-    };
+    let support = SupportSet::from_label_map(
+        volume.clone(),
+        &label_map(&volume, &masks),
+        Axis::K,
+        &support_idx,
+        |v| v != 0,
+    );
     let roi = RoiMode::default();
 
     // Warm-up (first kernels, autotuning on GPUs).
@@ -284,6 +301,65 @@ fn bench_config(
     })
 }
 
+/// Propagates a structure spanning `slices` slices of the synthetic CT from three
+/// annotated slices with the chained strategy, through the engine as the app does, with
+/// the shipped lite weights (random ones when none are found: then the structure may
+/// end early and fewer slices are queried, which the report says).
+fn bench_chain(
+    args: &BenchArgs,
+    device: &crate::engine::ComputeDevice,
+    slices: usize,
+) -> anyhow::Result<ChainBench> {
+    let (volume, masks) = synthetic_ct(slices);
+    let labels = label_map(&volume, &masks);
+    let annotated: Vec<usize> = (0..3).map(|i| (2 * i + 1) * slices / 6).collect();
+    let engine = Engine::start(
+        EngineConfig {
+            device: DeviceRequest::Existing(device.clone()),
+            model: ModelConfig::lite(),
+            weights: WeightsChoice::Default,
+            batch_size: args.batch.max(1),
+            roi: RoiMode::default(),
+        },
+        Box::new(|| {}),
+    );
+    let weights = match engine.events().recv() {
+        Ok(Event::Ready(info)) => format!("{:?}", info.weights),
+        Ok(Event::StartFailed(e)) => return Err(e.into()),
+        _ => anyhow::bail!("the engine did not start"),
+    };
+    let support = Arc::new(SupportSet::from_label_map(
+        volume.clone(),
+        &labels,
+        Axis::K,
+        &annotated,
+        |v| v != 0,
+    ));
+    let targets = engine::target_slices(slices, &annotated, false);
+    let strategy = Strategy::Chain(ChainOptions::default());
+    // Warm-up on a copy of the job (first kernels, caches).
+    engine::collect(
+        &engine,
+        support.clone(),
+        targets.clone(),
+        strategy,
+        &mut |_, _| {},
+    )?;
+    engine.submit(engine::JobRequest::ClearCache);
+    let t = Instant::now();
+    let collected = engine::collect(&engine, support, targets, strategy, &mut |_, _| {})?;
+    let seconds = t.elapsed().as_secs_f64();
+    let queried = collected.stats.groups.len();
+    Ok(ChainBench {
+        weights,
+        structure_slices: slices,
+        annotated_slices: annotated,
+        queried_slices: queried,
+        seconds,
+        ms_per_queried_slice: seconds * 1000.0 / queried.max(1) as f64,
+    })
+}
+
 /// Runs `icseg bench`.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let device = select_device(args.device)?;
@@ -304,11 +380,23 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         print_bench(&bench);
         configs.push(bench);
     }
+    eprintln!("[chain] propagating a {}-slice structure", args.slices);
+    let chain = bench_chain(&args, &device, args.slices.max(6))?;
+    println!(
+        "== chained propagation (lite, {}) ==\npropagate a {}-slice structure from slices {:?}: {:.2} s ({} slices queried, {:.1} ms each, incl. support encoding)",
+        chain.weights,
+        chain.structure_slices,
+        chain.annotated_slices,
+        chain.seconds,
+        chain.queried_slices,
+        chain.ms_per_queried_slice
+    );
     let report = BenchReport {
         device: device.description.clone(),
         is_gpu: device.is_gpu,
         native_slice: [512, 512],
         configs,
+        chain: Some(chain),
         peak_memory_mb: peak_memory_bytes().map(|b| b as f64 / (1024.0 * 1024.0)),
     };
     if let Some(path) = &args.out {

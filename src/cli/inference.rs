@@ -8,8 +8,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use crate::engine::{
-    DeviceChoice, DeviceRequest, Engine, EngineConfig, EngineInfo, Event, RoiMode, SupportSet,
-    WeightsChoice, WeightsStatus, default_weights_path,
+    ChainOptions, DeviceChoice, DeviceRequest, Engine, EngineConfig, EngineInfo, Event, RoiMode,
+    Strategy, SupportSet, WeightsChoice, WeightsStatus, default_weights_path,
 };
 use crate::model::ModelConfig;
 use crate::volume::{Axis, LabelMap, LabelValue, Volume};
@@ -84,6 +84,66 @@ impl ModelArgs {
                 RoiMode::default()
             },
         }
+    }
+}
+
+/// How a propagation uses the annotated slices (`engine::Strategy`).
+#[derive(Clone, Debug, Args)]
+pub struct StrategyArgs {
+    /// `chain`: each slice is segmented with its nearest annotated slices and the slices
+    /// predicted just before it, the structure ends at the first empty slice beyond the
+    /// annotations, and the network is blended with shape-based interpolation.
+    /// `oneshot`: the paper's, every slice against all annotated slices (or the
+    /// --support-size most similar).
+    #[arg(long, default_value = "chain", value_parser = ["chain", "oneshot"])]
+    pub strategy: String,
+    /// chain: annotated slices per query (the nearest).
+    #[arg(long, default_value_t = ChainOptions::default().nearest)]
+    pub nearest: usize,
+    /// chain: predicted slices per query (the most recent on the way from the nearest
+    /// annotation; 0 turns chaining off).
+    #[arg(long, default_value_t = ChainOptions::default().memory)]
+    pub memory: usize,
+    /// chain: weight of the shape prior against the network (0 network only, 1 prior
+    /// only).
+    #[arg(long, default_value_t = ChainOptions::default().prior_weight)]
+    pub prior_weight: f32,
+    /// chain: how fast the prior closes beyond the outermost annotations (mm per mm).
+    #[arg(long, default_value_t = ChainOptions::default().taper)]
+    pub taper: f32,
+    /// chain: how far beyond the outermost annotations the prior holds the end shape
+    /// before closing (mm; default: half the mean gap between annotations, 20 mm with
+    /// one annotation).
+    #[arg(long)]
+    pub hold_mm: Option<f32>,
+    /// oneshot: segment each slice with only the N annotated slices most similar to it
+    /// (by the network's Attention Mapper Encoder embeddings, paper §4.3) when more are
+    /// listed (default: every listed slice for every query).
+    #[arg(long, value_name = "N", value_parser = parse_support_size)]
+    pub support_size: Option<usize>,
+}
+
+impl StrategyArgs {
+    /// The strategy these options describe.
+    pub fn strategy(&self) -> anyhow::Result<Strategy> {
+        anyhow::ensure!(self.nearest >= 1, "--nearest must be at least 1");
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.prior_weight),
+            "--prior-weight must lie between 0 and 1"
+        );
+        anyhow::ensure!(self.taper >= 0.0, "--taper must not be negative");
+        Ok(match self.strategy.as_str() {
+            "oneshot" => Strategy::OneShot {
+                support_size: self.support_size,
+            },
+            _ => Strategy::Chain(ChainOptions {
+                nearest: self.nearest,
+                memory: self.memory,
+                prior_weight: self.prior_weight,
+                taper: self.taper,
+                hold_mm: self.hold_mm,
+            }),
+        })
     }
 }
 

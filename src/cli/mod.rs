@@ -101,7 +101,7 @@ mod tests {
                 assert_eq!(args.slices.0, vec![12, 30, 48]);
                 assert_eq!(args.label, Some(3));
                 assert_eq!(args.model.device, crate::engine::DeviceChoice::Cpu);
-                assert_eq!(args.support_size, None, "no limit unless asked");
+                assert_eq!(args.strategy.support_size, None, "no limit unless asked");
             }
             other => panic!("{other:?}"),
         }
@@ -122,7 +122,7 @@ mod tests {
             ])
         };
         match with_size("2").unwrap().command {
-            Some(Command::Propagate(args)) => assert_eq!(args.support_size, Some(2)),
+            Some(Command::Propagate(args)) => assert_eq!(args.strategy.support_size, Some(2)),
             other => panic!("{other:?}"),
         }
         assert!(with_size("0").is_err());

@@ -5,15 +5,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 
 use super::inference::{
-    ModelArgs, SliceList, axis_from_index, parse_support_size, peak_memory_bytes, start_engine,
+    ModelArgs, SliceList, StrategyArgs, axis_from_index, peak_memory_bytes, start_engine,
     support_from_labels,
 };
-use crate::engine::extent::keep_run_through_support;
-use crate::engine::{Event, JobRequest, PropagationStats};
+use crate::engine::{self, PropagationStats, Strategy};
 use crate::io;
 use crate::volume::LabelValue;
 
@@ -38,11 +37,13 @@ pub struct PropagateArgs {
     /// Where to write the binary mask (NIfTI).
     #[arg(long, value_name = "PRED.nii.gz")]
     pub out: PathBuf,
-    /// Segment each slice with only the N annotated slices most similar to it (by the
-    /// network's Attention Mapper Encoder embeddings, paper §4.3) when more are listed
-    /// (default: every listed slice for every query).
-    #[arg(long, value_name = "N", value_parser = parse_support_size)]
-    pub support_size: Option<usize>,
+    /// Predict only the slices between the first and last annotated slice (what 3D
+    /// Slicer's "Fill between slices" fills): annotate both ends of the structure.
+    #[arg(long)]
+    pub bounded: bool,
+    /// How the annotated slices are used.
+    #[command(flatten)]
+    pub strategy: StrategyArgs,
     /// Where to write a JSON report of timings and memory.
     #[arg(long, value_name = "REPORT.json")]
     pub report: Option<PathBuf>,
@@ -102,64 +103,47 @@ pub fn run(args: PropagateArgs) -> anyhow::Result<()> {
     let engine_start = engine_start.elapsed();
 
     let support = support_from_labels(volume.clone(), &annotations, axis, &slices, args.label)?;
-    let count = volume.geometry().slice_count(axis);
-    let targets: Vec<usize> = (0..count).filter(|i| !slices.contains(i)).collect();
-
-    // Annotated slices are copied unchanged (as a binary mask).
-    let mut output = support.annotation_map();
     drop(annotations);
+    let strategy = args.strategy.strategy()?;
+    let targets = engine::target_slices(volume.geometry().slice_count(axis), &slices, args.bounded);
 
     let propagation = Instant::now();
-    let id = engine.submit(JobRequest::Propagate {
-        support: Arc::new(support),
-        slices: targets.clone(),
-        support_size: args.support_size,
-    });
-    let stats = loop {
-        match engine
-            .events()
-            .recv()
-            .context("the inference engine stopped")?
-        {
-            Event::SlicePredicted {
-                id: got,
-                slice,
-                probabilities,
-            } if got == id => {
-                let mask = probabilities.map(|p| LabelValue::from(p >= 0.5));
-                output.set_slice(axis, slice, &mask);
-            }
-            Event::Progress {
-                id: got,
-                done,
-                total,
-            } if got == id => {
-                eprint!("\rpropagating: {done}/{total} slices");
-                let _ = std::io::stderr().flush();
-            }
-            Event::PropagationFinished { id: got, stats } if got == id => break stats,
-            Event::Failed { id: got, error } if got == id => return Err(error.into()),
-            Event::Cancelled { id: got } if got == id => bail!("the propagation was cancelled"),
-            _ => {}
-        }
-    };
+    let collected = engine::collect(
+        &engine,
+        Arc::new(support),
+        targets.clone(),
+        strategy,
+        &mut |done, total| {
+            eprint!("\rpropagating: {done}/{total} slices");
+            let _ = std::io::stderr().flush();
+        },
+    )?;
     eprintln!();
     let propagation = propagation.elapsed();
-    if let Some(k) = stats.support_size {
-        eprintln!(
-            "support: each slice used the {k} most similar of {} annotated slices ({} distinct sets, chosen in {:.2} s)",
-            stats.support_slices,
+    let (output, stats) = (collected.mask, collected.stats);
+    match strategy {
+        Strategy::OneShot { .. } => {
+            if let Some(k) = stats.support_size {
+                eprintln!(
+                    "support: each slice used the {k} most similar of {} annotated slices ({} distinct sets, chosen in {:.2} s)",
+                    stats.support_slices,
+                    stats.groups.len(),
+                    secs(stats.retrieval)
+                );
+            }
+        }
+        Strategy::Chain(_) => eprintln!(
+            "chain: {} of {} slices queried, the others lie beyond an empty slice",
             stats.groups.len(),
-            secs(stats.retrieval)
-        );
+            targets.len()
+        ),
     }
-
     // The structure is the run of non-empty slices through the annotations: islands
-    // beyond an empty slice are cleared (engine::extent; the app and `icseg eval` too).
-    let cut_off = keep_run_through_support(&mut output, axis, &slices);
-    if cut_off > 0 {
+    // beyond an empty slice are cleared (volume::extent; the app and `icseg eval` too).
+    if collected.cleared > 0 {
         eprintln!(
-            "cleared {cut_off} predicted slices cut off from the structure by an empty slice"
+            "cleared {} predicted slices cut off from the structure by an empty slice",
+            collected.cleared
         );
     }
 
@@ -204,7 +188,7 @@ pub fn run(args: PropagateArgs) -> anyhow::Result<()> {
             },
             slices_per_second: predicted as f64 / secs(propagation).max(1e-9),
             ms_per_slice_inference: 1000.0 * secs(stats.timings.inference)
-                / predicted.max(1) as f64,
+                / stats.groups.len().max(1) as f64,
             peak_memory_mb: peak_memory_bytes().map(|b| b as f64 / (1024.0 * 1024.0)),
             engine: stats,
         };

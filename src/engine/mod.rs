@@ -5,13 +5,13 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use icseg::engine::{Engine, EngineConfig, Event, JobRequest, SupportSet};
+//! use icseg::engine::{Engine, EngineConfig, Event, JobRequest, Strategy, SupportSet};
 //! # fn support() -> Arc<SupportSet> { unimplemented!() }
 //! let engine = Engine::start(EngineConfig::default(), Box::new(|| { /* ctx.request_repaint() */ }));
 //! let id = engine.submit(JobRequest::Propagate {
 //!     support: support(),
 //!     slices: vec![3, 4, 5],
-//!     support_size: Some(8), // more annotated slices: each query gets its 8 most similar
+//!     strategy: Strategy::default(), // nearest annotations, chaining, shape prior
 //! });
 //! for event in engine.events().iter() {
 //!     match event {
@@ -22,12 +22,13 @@
 //! }
 //! ```
 //!
-//! Jobs carry increasing [`JobId`]s (generations): a consumer drops events of jobs
+//! [`collect`] does this loop for a caller that wants the finished mask (the CLI, the
+//! evaluation). Jobs carry increasing [`JobId`]s (generations): a consumer drops events of jobs
 //! older than the one it waits for. Cancellation takes effect between batches. The
 //! waker is called after every event so a GUI can repaint; the engine never sees egui.
 
+pub mod chain;
 mod device;
-pub mod extent;
 mod predictor;
 pub mod preprocess;
 pub mod retrieval;
@@ -41,16 +42,19 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+pub use chain::ChainOptions;
 pub use device::{AdapterSummary, ComputeDevice, DeviceChoice, list_adapters, select_device};
 pub use predictor::{
-    BatchTimings, CacheUse, ExplainedStage, Explanation, Predictor, PreparedSupport, SupportSet,
-    SupportSlice, support_limit,
+    CacheUse, ExplainedStage, Explanation, Predictor, PreparedSupport, SupportSet, SupportSlice,
+    support_limit,
 };
 pub use preprocess::{RoiMode, RoiPolicy};
 pub use retrieval::SupportGroup;
 
 use crate::model::{Model, ModelConfig, SupportFeatures, WeightsError};
-use crate::volume::{Image2D, Region};
+use crate::volume::extent::keep_run_through_support;
+use crate::volume::{Image2D, LabelMap, LabelValue, Region};
+pub use crate::volume::{MASK_THRESHOLD, is_inside};
 
 /// Engine failures. Messages say what to do; none carries patient data.
 #[derive(Debug, thiserror::Error)]
@@ -93,9 +97,35 @@ pub enum EngineError {
         /// The backend's message.
         message: String,
     },
+    /// The job was cancelled.
+    #[error("the propagation was cancelled")]
+    Cancelled,
     /// The worker thread is gone.
     #[error("the inference engine has stopped; restart the program")]
     Stopped,
+}
+
+/// How a propagation uses its support set.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub enum Strategy {
+    /// The paper's: every query slice is segmented on its own with the whole support
+    /// set or, when `support_size` is below the number of support slices, with its
+    /// `support_size` most similar ones (§4.3; see [`retrieval`]). `Some(0)` is an
+    /// error.
+    OneShot {
+        /// The most support slices one query is segmented with (`None`: all).
+        support_size: Option<usize>,
+    },
+    /// Nearest annotated slices, chaining through predicted slices, honest ends and a
+    /// shape prior ([`chain`]; not in the paper).
+    Chain(ChainOptions),
+}
+
+impl Default for Strategy {
+    /// Chaining with its default options.
+    fn default() -> Self {
+        Self::Chain(ChainOptions::default())
+    }
 }
 
 /// Where the weights come from.
@@ -208,11 +238,8 @@ pub enum JobRequest {
         support: Arc<SupportSet>,
         /// Slices to predict (annotated ones may be included; they are predicted too).
         slices: Vec<usize>,
-        /// The most support slices one query is segmented with (`None`: all). When the
-        /// support set holds more, each query gets the ones most similar to it by the
-        /// Attention Mapper Encoder's embeddings (paper §4.3; see [`retrieval`]).
-        /// `Some(0)` is an error.
-        support_size: Option<usize>,
+        /// How the support set is used.
+        strategy: Strategy,
     },
     /// The attention maps for one clicked pixel.
     Explain {
@@ -225,6 +252,22 @@ pub enum JobRequest {
         /// As for [`JobRequest::Propagate`]: the maps then cover the support slices a
         /// propagation of `query_slice` with this support size uses.
         support_size: Option<usize>,
+    },
+    /// The attention maps for one clicked pixel of a slice that a chained propagation
+    /// ([`Strategy::Chain`]) segmented: with its `nearest` annotated slices and the
+    /// predicted `memory` slices it used ([`SupportGroup`] of the propagation's stats),
+    /// with the masks predicted for them.
+    ExplainChained {
+        /// The annotated slices.
+        support: Arc<SupportSet>,
+        /// The query slice index.
+        query_slice: usize,
+        /// The clicked pixel `[x, y]` of the query slice.
+        pixel: [usize; 2],
+        /// Annotated slices the propagation used per query.
+        nearest: usize,
+        /// The predicted slices the query used, with their predicted masks.
+        memory: Vec<SupportSlice>,
     },
     /// Drops cached support features (e.g. after loading another volume).
     ClearCache,
@@ -264,7 +307,7 @@ pub struct PropagationStats {
     pub region: Region,
 }
 
-/// Summed batch timings (seconds in JSON).
+/// Where the time of one batch, or summed over a propagation, went (seconds in JSON).
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct Timings {
     /// Slice extraction, resampling, normalisation.
@@ -276,6 +319,15 @@ pub struct Timings {
     /// Pasting back at native resolution.
     #[serde(serialize_with = "as_seconds")]
     pub postprocessing: Duration,
+}
+
+impl Timings {
+    /// Adds another batch's timings.
+    pub fn add(&mut self, other: &Timings) {
+        self.preprocessing += other.preprocessing;
+        self.inference += other.inference;
+        self.postprocessing += other.postprocessing;
+    }
 }
 
 fn as_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -456,6 +508,87 @@ impl Drop for Engine {
     }
 }
 
+/// The slices a propagation predicts in a volume of `count` slices annotated on
+/// `annotated`: every other slice or, `bounded`, only those between the first and last
+/// annotated slice (what "Fill between slices" fills).
+pub fn target_slices(count: usize, annotated: &[usize], bounded: bool) -> Vec<usize> {
+    if count == 0 {
+        return Vec::new();
+    }
+    let (lo, hi) = match (annotated.iter().min(), annotated.iter().max()) {
+        (Some(&lo), Some(&hi)) if bounded => (lo, hi),
+        _ => (0, count.saturating_sub(1)),
+    };
+    (lo..=hi.min(count.saturating_sub(1)))
+        .filter(|z| !annotated.contains(z))
+        .collect()
+}
+
+/// A finished propagation as a mask ([`collect`]).
+pub struct Collected {
+    /// The structure: 1 inside, 0 outside, on the volume's grid.
+    pub mask: LabelMap,
+    /// The engine's report.
+    pub stats: PropagationStats,
+    /// Predicted slices the run rule cleared (cut off from the structure by an empty
+    /// slice).
+    pub cleared: usize,
+}
+
+/// Propagates `support` to `slices` with `strategy` and waits for the result: the
+/// annotated slices' masks, every predicted slice thresholded with [`is_inside`], then
+/// the run rule ([`keep_run_through_support`]: the structure is the unbroken run of
+/// non-empty slices through the annotations). `on_progress(done, total)` sees the
+/// engine's progress. `icseg propagate` and `icseg eval` call this; the app writes the
+/// same events into its session as they arrive, with the same threshold and rule.
+pub fn collect(
+    engine: &Engine,
+    support: Arc<SupportSet>,
+    slices: Vec<usize>,
+    strategy: Strategy,
+    on_progress: &mut dyn FnMut(usize, usize),
+) -> Result<Collected, EngineError> {
+    let axis = support.axis;
+    let annotated: Vec<usize> = support.slices.iter().map(|s| s.index).collect();
+    let mut mask = support.annotation_map();
+    let id = engine.submit(JobRequest::Propagate {
+        support,
+        slices,
+        strategy,
+    });
+    loop {
+        match engine.events().recv().map_err(|_| EngineError::Stopped)? {
+            Event::SlicePredicted {
+                id: got,
+                slice,
+                probabilities,
+            } if got == id => {
+                mask.set_slice(
+                    axis,
+                    slice,
+                    &probabilities.map(|p| LabelValue::from(is_inside(p))),
+                );
+            }
+            Event::Progress {
+                id: got,
+                done,
+                total,
+            } if got == id => on_progress(done, total),
+            Event::PropagationFinished { id: got, stats } if got == id => {
+                let cleared = keep_run_through_support(&mut mask, axis, &annotated);
+                return Ok(Collected {
+                    mask,
+                    stats,
+                    cleared,
+                });
+            }
+            Event::Failed { id: got, error } if got == id => return Err(error),
+            Event::Cancelled { id: got } if got == id => return Err(EngineError::Cancelled),
+            _ => {}
+        }
+    }
+}
+
 struct Outbox {
     events: Sender<Event>,
     waker: Box<dyn Fn() + Send>,
@@ -560,28 +693,39 @@ fn worker(config: EngineConfig, jobs: Receiver<Message>, out: Outbox, cancellati
             JobRequest::Propagate {
                 support,
                 slices,
-                support_size,
+                strategy,
             } => guarded(|| {
                 let job = PropagationJob {
                     id,
                     support: &support,
                     slices: &slices,
-                    support_size,
                 };
-                propagate(predictor, &config, job, &out, cancellation, &mut queue)
+                match strategy {
+                    Strategy::OneShot { support_size } => propagate(
+                        predictor,
+                        &config,
+                        job,
+                        support_size,
+                        &out,
+                        cancellation,
+                        &mut queue,
+                    ),
+                    Strategy::Chain(options) => chain::propagate(
+                        predictor,
+                        &config,
+                        job,
+                        options,
+                        &out,
+                        cancellation,
+                        &mut queue,
+                    ),
+                }
             }),
-            JobRequest::Explain {
-                support,
-                query_slice,
-                pixel,
-                support_size,
-            } => {
-                let click = Click {
-                    query_slice,
-                    pixel,
-                    support_size,
-                };
-                explain(predictor, &config, id, &support, click, &out)
+            job @ (JobRequest::Explain { .. } | JobRequest::ExplainChained { .. }) => {
+                match Click::of(job) {
+                    Ok((support, click)) => explain(predictor, &config, id, &support, click, &out),
+                    Err(_) => Ok(()),
+                }
             }
             JobRequest::ClearCache => {
                 predictor.clear_cache();
@@ -598,7 +742,54 @@ fn worker(config: EngineConfig, jobs: Receiver<Message>, out: Outbox, cancellati
 struct Click {
     query_slice: usize,
     pixel: [usize; 2],
-    support_size: Option<usize>,
+    supports: ClickSupports,
+}
+
+/// Which support slices an explained query uses.
+enum ClickSupports {
+    /// All, or the `Some(k)` most similar (as a one-shot propagation).
+    Similar(Option<usize>),
+    /// As a chained propagation: the nearest annotated slices and this memory.
+    Chained {
+        nearest: usize,
+        memory: Vec<SupportSlice>,
+    },
+}
+
+impl Click {
+    /// The click of an explanation request; `None` for other jobs.
+    fn of(job: JobRequest) -> Result<(Arc<SupportSet>, Click), JobRequest> {
+        match job {
+            JobRequest::Explain {
+                support,
+                query_slice,
+                pixel,
+                support_size,
+            } => Ok((
+                support,
+                Click {
+                    query_slice,
+                    pixel,
+                    supports: ClickSupports::Similar(support_size),
+                },
+            )),
+            JobRequest::ExplainChained {
+                support,
+                query_slice,
+                pixel,
+                nearest,
+                memory,
+            } => Ok((
+                support,
+                Click {
+                    query_slice,
+                    pixel,
+                    supports: ClickSupports::Chained { nearest, memory },
+                },
+            )),
+            other => Err(other),
+        }
+    }
 }
 
 /// Runs one explanation job, sending its event.
@@ -611,13 +802,23 @@ fn explain(
     out: &Outbox,
 ) -> Result<(), EngineError> {
     guarded(|| {
-        let explanation = predictor.explain(
-            support,
-            config.roi,
-            click.query_slice,
-            click.pixel,
-            click.support_size,
-        )?;
+        let explanation = match &click.supports {
+            ClickSupports::Similar(support_size) => predictor.explain(
+                support,
+                config.roi,
+                click.query_slice,
+                click.pixel,
+                *support_size,
+            )?,
+            ClickSupports::Chained { nearest, memory } => predictor.explain_chained(
+                support,
+                config.roi,
+                click.query_slice,
+                click.pixel,
+                *nearest,
+                memory,
+            )?,
+        };
         out.send(Event::Explained {
             id,
             explanation: Box::new(explanation),
@@ -638,27 +839,17 @@ fn serve_between_batches(
     while let Ok(message) = queue.channel.try_recv() {
         match message {
             Message::Shutdown => queue.shutdown = true,
-            Message::Job(
-                id,
-                JobRequest::Explain {
-                    support,
-                    query_slice,
-                    pixel,
-                    support_size,
-                },
-            ) => {
-                let click = Click {
-                    query_slice,
-                    pixel,
-                    support_size,
-                };
-                if cancellation.is_cancelled(id) {
-                    out.send(Event::Cancelled { id });
-                } else if let Err(error) = explain(predictor, config, id, &support, click, out) {
-                    out.send(Event::Failed { id, error });
+            Message::Job(id, job) => match Click::of(job) {
+                Ok((support, click)) => {
+                    if cancellation.is_cancelled(id) {
+                        out.send(Event::Cancelled { id });
+                    } else if let Err(error) = explain(predictor, config, id, &support, click, out)
+                    {
+                        out.send(Event::Failed { id, error });
+                    }
                 }
-            }
-            Message::Job(id, job) => queue.deferred.push_back((id, job)),
+                Err(job) => queue.deferred.push_back((id, job)),
+            },
         }
     }
 }
@@ -668,7 +859,6 @@ struct PropagationJob<'a> {
     id: JobId,
     support: &'a SupportSet,
     slices: &'a [usize],
-    support_size: Option<usize>,
 }
 
 /// Runs one propagation job, sending its events.
@@ -684,6 +874,7 @@ fn propagate(
     predictor: &mut Predictor,
     config: &EngineConfig,
     job: PropagationJob<'_>,
+    support_size: Option<usize>,
     out: &Outbox,
     cancellation: &Cancellation,
     queue: &mut Queue,
@@ -692,7 +883,6 @@ fn propagate(
         id,
         support,
         slices,
-        support_size,
     } = job;
     let start = Instant::now();
     let total = slices.len();
@@ -759,9 +949,7 @@ fn propagate(
             batch,
             &prepared.region,
         )?;
-        timings.preprocessing += t.preprocessing;
-        timings.inference += t.inference;
-        timings.postprocessing += t.postprocessing;
+        timings.add(&t);
         for (&slice, probabilities) in batch.iter().zip(probabilities) {
             out.send(Event::SlicePredicted {
                 id,

@@ -11,7 +11,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use super::preprocess::{RoiMode, image_input, mask_input, native_to_model, support_region};
 use super::retrieval::most_similar;
-use super::{ComputeDevice, EngineError};
+use super::{ComputeDevice, EngineError, Timings};
 use crate::model::{Model, SupportAttention, SupportFeatures, SupportValues};
 use crate::volume::{Axis, Image2D, LabelMap, LabelValue, Region, Volume, paste_region_bilinear};
 
@@ -191,17 +191,6 @@ fn hash_floats(parts: &[&[f32]], size: usize) -> u64 {
     h.finish()
 }
 
-/// Timings of one batch of query slices.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct BatchTimings {
-    /// Extracting, resampling and normalising the slices.
-    pub preprocessing: Duration,
-    /// The network (including the read-back of the probabilities).
-    pub inference: Duration,
-    /// Pasting probabilities back at native resolution.
-    pub postprocessing: Duration,
-}
-
 /// One attention stage of an explanation.
 #[derive(Clone, Debug)]
 pub struct ExplainedStage {
@@ -268,6 +257,15 @@ impl Explanation {
         );
         paste_region_bilinear(&on_model, &self.region, width, height, 0.0)
     }
+}
+
+/// `SliceOutOfRange` unless `index` exists across the support set's axis.
+fn check_slice(support: &SupportSet, index: usize) -> Result<(), EngineError> {
+    let count = support.volume.geometry().slice_count(support.axis);
+    if index >= count {
+        return Err(EngineError::SliceOutOfRange { index, count });
+    }
+    Ok(())
 }
 
 /// Model, device and support cache.
@@ -446,6 +444,30 @@ impl Predictor {
             .collect())
     }
 
+    /// Encodes slices of `volume` across `axis` with their masks as support features,
+    /// in `region` (that of the support set they join), without the cache. Chained
+    /// propagation turns each predicted slice into a support this way.
+    pub fn encode_slices(
+        &self,
+        volume: &Volume,
+        axis: Axis,
+        slices: &[(usize, &Image2D<u8>)],
+        region: &Region,
+    ) -> SupportFeatures {
+        let size = self.input_size();
+        let mut images = Vec::with_capacity(slices.len() * size * size);
+        let mut masks = Vec::with_capacity(slices.len() * size * size);
+        for (index, mask) in slices {
+            let slice = volume.slice(axis, *index);
+            images.extend(image_input(&slice, volume.modality, region, size).data);
+            masks.extend(mask_input(mask, region, size).data);
+        }
+        self.model.encode_support(
+            self.tensor(images, slices.len()),
+            self.tensor(masks, slices.len()),
+        )
+    }
+
     /// Segments query slices of `volume` across `axis` (one batch): probabilities at
     /// native slice resolution, in the order of `slices`.
     pub fn predict_batch(
@@ -455,14 +477,14 @@ impl Predictor {
         axis: Axis,
         slices: &[usize],
         region: &Region,
-    ) -> Result<(Vec<Image2D<f32>>, BatchTimings), EngineError> {
+    ) -> Result<(Vec<Image2D<f32>>, Timings), EngineError> {
         let count = volume.geometry().slice_count(axis);
         if let Some(&bad) = slices.iter().find(|&&i| i >= count) {
             return Err(EngineError::SliceOutOfRange { index: bad, count });
         }
         let size = self.input_size();
         let (w, h) = volume.geometry().slice_dims(axis);
-        let mut timings = BatchTimings::default();
+        let mut timings = Timings::default();
 
         let start = Instant::now();
         let mut data = Vec::with_capacity(slices.len() * size * size);
@@ -510,14 +532,7 @@ impl Predictor {
         let limit = support_limit(support_size, support.slices.len())?;
         let prepared = self.prepare_support(support, roi)?;
         let (all, cached) = self.support_attention(&prepared);
-        let volume = &support.volume;
-        let count = volume.geometry().slice_count(support.axis);
-        if query_slice >= count {
-            return Err(EngineError::SliceOutOfRange {
-                index: query_slice,
-                count,
-            });
-        }
+        check_slice(support, query_slice)?;
         let (attention, positions) = match limit {
             Some(k) => {
                 let positions = self
@@ -530,6 +545,67 @@ impl Predictor {
             }
             None => (all, (0..support.slices.len()).collect()),
         };
+        let slices = positions.iter().map(|&p| support.slices[p].index).collect();
+        let click = (query_slice, pixel);
+        self.explain_with(support, &prepared, attention, slices, click, start, cached)
+    }
+
+    /// The attention maps for `pixel` of `query_slice` as a chained propagation
+    /// (`super::chain`) segmented it: with its `nearest` annotated slices and the
+    /// predicted `memory` slices (with the masks predicted for them) it used, in the
+    /// region of the annotated slices.
+    pub fn explain_chained(
+        &mut self,
+        support: &SupportSet,
+        roi: RoiMode,
+        query_slice: usize,
+        pixel: [usize; 2],
+        nearest: usize,
+        memory: &[SupportSlice],
+    ) -> Result<Explanation, EngineError> {
+        let start = Instant::now();
+        let prepared = self.prepare_support(support, roi)?;
+        let (all, cached) = self.support_attention(&prepared);
+        check_slice(support, query_slice)?;
+        for m in memory {
+            check_slice(support, m.index)?;
+        }
+        let annotated: Vec<usize> = support.slices.iter().map(|s| s.index).collect();
+        let positions = super::chain::nearest_positions(&annotated, query_slice, nearest);
+        let mut attention = self.model.select_support_attention(&all, &positions);
+        let mut slices: Vec<usize> = positions.iter().map(|&p| annotated[p]).collect();
+        if !memory.is_empty() {
+            let size = self.input_size();
+            let volume = &support.volume;
+            let mut images = Vec::with_capacity(memory.len() * size * size);
+            for m in memory {
+                let slice = volume.slice(support.axis, m.index);
+                images.extend(image_input(&slice, volume.modality, &prepared.region, size).data);
+            }
+            let encoded = self
+                .model
+                .encode_support_attention(self.tensor(images, memory.len()));
+            attention = self.model.concat_support_attention(&attention, &encoded);
+            slices.extend(memory.iter().map(|m| m.index));
+        }
+        let click = (query_slice, pixel);
+        self.explain_with(support, &prepared, attention, slices, click, start, cached)
+    }
+
+    /// The maps of one click with the given support attention (whose slices are
+    /// `support_slices`, in order).
+    #[allow(clippy::too_many_arguments)]
+    fn explain_with(
+        &self,
+        support: &SupportSet,
+        prepared: &PreparedSupport,
+        attention: SupportAttention,
+        support_slices: Vec<usize>,
+        (query_slice, pixel): (usize, [usize; 2]),
+        start: Instant,
+        cached: bool,
+    ) -> Result<Explanation, EngineError> {
+        let volume = &support.volume;
         let size = self.input_size();
         let region = prepared.region;
         let (u, v) = native_to_model(&region, size, pixel[0] as f64, pixel[1] as f64)
@@ -543,7 +619,7 @@ impl Predictor {
         let stages = self
             .model
             .attention_maps(&attention, self.tensor(query.data, 1));
-        let s = positions.len();
+        let s = support_slices.len();
         let mut explained = Vec::with_capacity(3);
         for stage in stages {
             let [gh, gw] = stage.grid;
@@ -576,7 +652,7 @@ impl Predictor {
         Ok(Explanation {
             query_slice,
             pixel,
-            support_slices: positions.iter().map(|&p| support.slices[p].index).collect(),
+            support_slices,
             region,
             model_size: size,
             stages: explained,

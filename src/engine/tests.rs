@@ -93,7 +93,7 @@ fn propagation_reports_progress_slices_and_stats_in_order() {
     let id = engine.submit(JobRequest::Propagate {
         support: support(&volume, &masks, &[3, 8]),
         slices: slices.clone(),
-        support_size: None,
+        strategy: Strategy::OneShot { support_size: None },
     });
     let mut predicted = Vec::new();
     let mut progress = Vec::new();
@@ -160,7 +160,7 @@ fn support_features_are_cached_by_content() {
     let job = |s: Arc<SupportSet>| JobRequest::Propagate {
         support: s,
         slices: vec![5, 6],
-        support_size: None,
+        strategy: Strategy::OneShot { support_size: None },
     };
     let (first, a) = run(&engine, job(support(&volume, &masks, &[3, 8])));
     assert_eq!(first.cache, CacheUse::Miss);
@@ -188,7 +188,7 @@ fn batched_and_one_by_one_predictions_agree() {
     let job = || JobRequest::Propagate {
         support: s.clone(),
         slices: slices.clone(),
-        support_size: None,
+        strategy: Strategy::OneShot { support_size: None },
     };
     // The same random weights in both engines: save them and load them twice.
     let dir = tempfile::tempdir().unwrap();
@@ -230,12 +230,12 @@ fn cancelled_jobs_stop_between_batches_and_queued_ones_never_start() {
     let first = engine.submit(JobRequest::Propagate {
         support: s.clone(),
         slices: (0..12).collect(),
-        support_size: None,
+        strategy: Strategy::OneShot { support_size: None },
     });
     let second = engine.submit(JobRequest::Propagate {
         support: s,
         slices: vec![1],
-        support_size: None,
+        strategy: Strategy::OneShot { support_size: None },
     });
     engine.cancel(second);
     let mut predicted = 0;
@@ -269,13 +269,13 @@ fn cancel_all_covers_everything_submitted_so_far_but_not_later_jobs() {
     let old = engine.submit(JobRequest::Propagate {
         support: s.clone(),
         slices: vec![1, 2],
-        support_size: None,
+        strategy: Strategy::OneShot { support_size: None },
     });
     engine.cancel_all();
     let new = engine.submit(JobRequest::Propagate {
         support: s,
         slices: vec![4],
-        support_size: None,
+        strategy: Strategy::OneShot { support_size: None },
     });
     drop(ack); // run freely from now on
     let mut seen_old_cancelled = false;
@@ -380,7 +380,7 @@ fn a_missing_weights_file_fails_the_start_and_every_job() {
     let id = engine.submit(JobRequest::Propagate {
         support: support(&volume, &masks, &[1]),
         slices: vec![2],
-        support_size: None,
+        strategy: Strategy::OneShot { support_size: None },
     });
     match engine.events().recv().unwrap() {
         Event::Failed {
@@ -401,13 +401,13 @@ fn bad_supports_and_slices_are_reported_not_panicked() {
     let id = engine.submit(JobRequest::Propagate {
         support: Arc::new(wrong),
         slices: vec![2],
-        support_size: None,
+        strategy: Strategy::OneShot { support_size: None },
     });
     let mut failures = Vec::new();
     let id2 = engine.submit(JobRequest::Propagate {
         support: support(&volume, &masks, &[1]),
         slices: vec![2, 99],
-        support_size: None,
+        strategy: Strategy::OneShot { support_size: None },
     });
     let id3 = engine.submit(JobRequest::Propagate {
         support: Arc::new(SupportSet {
@@ -416,7 +416,7 @@ fn bad_supports_and_slices_are_reported_not_panicked() {
             slices: vec![],
         }),
         slices: vec![2],
-        support_size: None,
+        strategy: Strategy::OneShot { support_size: None },
     });
     while failures.len() < 3 {
         if let Event::Failed { id, error } = engine.events().recv().unwrap() {
@@ -468,7 +468,7 @@ fn the_wgpu_path_matches_the_cpu() {
                 JobRequest::Propagate {
                     support: s.clone(),
                     slices: vec![4, 5, 6],
-                    support_size: None,
+                    strategy: Strategy::OneShot { support_size: None },
                 },
             )
             .1,
@@ -495,7 +495,7 @@ fn a_click_during_a_propagation_is_explained_before_the_propagation_ends() {
     let propagation = engine.submit(JobRequest::Propagate {
         support: s.clone(),
         slices: (0..12).collect(),
-        support_size: None,
+        strategy: Strategy::OneShot { support_size: None },
     });
     let mut click = None;
     let mut order = Vec::new();
@@ -885,7 +885,9 @@ fn a_propagation_with_more_supports_than_the_limit_matches_running_each_chosen_s
         JobRequest::Propagate {
             support: support.clone(),
             slices: targets.clone(),
-            support_size: Some(2),
+            strategy: Strategy::OneShot {
+                support_size: Some(2),
+            },
         },
     );
     assert_eq!(stats.support_slices, 6);
@@ -941,7 +943,7 @@ fn a_propagation_with_more_supports_than_the_limit_matches_running_each_chosen_s
             JobRequest::Propagate {
                 support: subset,
                 slices: group.queries.clone(),
-                support_size: None,
+                strategy: Strategy::OneShot { support_size: None },
             },
         );
         assert_eq!(direct_stats.support_size, None);
@@ -976,7 +978,9 @@ fn explanations_use_the_support_slices_their_query_was_propagated_with() {
             JobRequest::Propagate {
                 support: support.clone(),
                 slices: targets.clone(),
-                support_size: Some(3),
+                strategy: Strategy::OneShot {
+                    support_size: Some(3),
+                },
             },
         )
         .0
@@ -1017,7 +1021,9 @@ fn a_support_size_of_zero_is_refused_and_one_covering_the_set_changes_nothing() 
         engine.submit(JobRequest::Propagate {
             support: support.clone(),
             slices: vec![2],
-            support_size: Some(0),
+            strategy: Strategy::OneShot {
+                support_size: Some(0),
+            },
         }),
         engine.submit(JobRequest::Explain {
             support: support.clone(),
@@ -1044,7 +1050,7 @@ fn a_support_size_of_zero_is_refused_and_one_covering_the_set_changes_nothing() 
     let job = |support_size| JobRequest::Propagate {
         support: support.clone(),
         slices: vec![2, 6, 7],
-        support_size,
+        strategy: Strategy::OneShot { support_size },
     };
     let (all_stats, all) = run(&engine, job(None));
     assert_eq!(all_stats.groups.len(), 1);
@@ -1060,5 +1066,217 @@ fn a_support_size_of_zero_is_refused_and_one_covering_the_set_changes_nothing() 
             assert_eq!(sa, sb);
             assert_eq!(a, b);
         }
+    }
+}
+
+/// Runs a propagation to the end and returns each slice's probabilities (in arrival
+/// order) and the stats.
+fn run_to_end(
+    engine: &Engine,
+    support: Arc<SupportSet>,
+    slices: Vec<usize>,
+    strategy: Strategy,
+) -> (Vec<(usize, Image2D<f32>)>, PropagationStats) {
+    let id = engine.submit(JobRequest::Propagate {
+        support,
+        slices,
+        strategy,
+    });
+    let mut predicted = Vec::new();
+    loop {
+        match engine.events().recv().unwrap() {
+            Event::SlicePredicted {
+                id: got,
+                slice,
+                probabilities,
+            } if got == id => predicted.push((slice, probabilities)),
+            Event::PropagationFinished { id: got, stats } if got == id => {
+                return (predicted, stats);
+            }
+            Event::Failed { error, .. } => panic!("{error}"),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn chained_propagation_stops_beyond_the_first_empty_slice_and_answers_every_slice() {
+    let (volume, masks) = phantom();
+    let engine = Engine::start(tiny_config(4), Box::new(|| {}));
+    expect_ready(&engine);
+    // The prior alone, closing fast: the disc (radius 16 mm) shrinks by 6 mm per
+    // slice, so it is non-empty 1 and 2 slices from the annotation and empty at 3.
+    let options = ChainOptions {
+        nearest: 1,
+        memory: 1,
+        prior_weight: 1.0,
+        taper: 3.0,
+        hold_mm: Some(0.0),
+    };
+    let targets: Vec<usize> = (0..12).filter(|&z| z != 5).collect();
+    let (predicted, stats) = run_to_end(
+        &engine,
+        support(&volume, &masks, &[5]),
+        targets.clone(),
+        Strategy::Chain(options),
+    );
+    let mut answered: Vec<usize> = predicted.iter().map(|(z, _)| *z).collect();
+    answered.sort_unstable();
+    assert_eq!(answered, targets, "every slice is answered once");
+    let non_empty: Vec<usize> = predicted
+        .iter()
+        .filter(|(_, p)| p.data.iter().any(|&v| is_inside(v)))
+        .map(|(z, _)| *z)
+        .collect();
+    let mut non_empty = non_empty;
+    non_empty.sort_unstable();
+    assert_eq!(non_empty, vec![3, 4, 6, 7]);
+    // Queried: distance 1, 2 and the first empty slice (3) on each side; beyond, nothing.
+    let mut queried: Vec<usize> = stats
+        .groups
+        .iter()
+        .flat_map(|g| g.queries.clone())
+        .collect();
+    queried.sort_unstable();
+    assert_eq!(queried, vec![2, 3, 4, 6, 7, 8]);
+    for (z, p) in &predicted {
+        if !queried.contains(z) {
+            assert!(
+                p.data.iter().all(|&v| v == 0.0),
+                "slice {z} was not queried"
+            );
+        }
+    }
+    // Each query used the annotation and the slice predicted just before it.
+    let used = |z: usize| {
+        stats
+            .groups
+            .iter()
+            .find(|g| g.queries == vec![z])
+            .unwrap()
+            .support
+            .clone()
+    };
+    assert_eq!(used(6), vec![5]);
+    assert_eq!(used(7), vec![5, 6]);
+    assert_eq!(used(3), vec![5, 4]);
+}
+
+#[test]
+fn chained_queries_use_the_nearest_annotations_and_the_latest_predictions() {
+    let (volume, masks) = phantom();
+    let engine = Engine::start(tiny_config(4), Box::new(|| {}));
+    expect_ready(&engine);
+    let options = ChainOptions {
+        nearest: 1,
+        memory: 2,
+        prior_weight: 0.0,
+        taper: 0.0,
+        hold_mm: None,
+    };
+    // Between the annotations every slice is predicted, whatever the network says.
+    let targets: Vec<usize> = (3..9).collect();
+    let (predicted, stats) = run_to_end(
+        &engine,
+        support(&volume, &masks, &[2, 9]),
+        targets.clone(),
+        Strategy::Chain(options),
+    );
+    assert_eq!(predicted.len(), 6);
+    assert_eq!(stats.groups.len(), 6);
+    let used = |z: usize| {
+        stats
+            .groups
+            .iter()
+            .find(|g| g.queries == vec![z])
+            .unwrap()
+            .support
+            .clone()
+    };
+    assert_eq!(used(3), vec![2]);
+    assert_eq!(used(5), vec![2, 4, 3]);
+    assert_eq!(used(6), vec![9, 7, 8]);
+    // Waves run outward from both annotations: 3 and 8 first, 5 and 6 last.
+    let order: Vec<usize> = predicted.iter().map(|(z, _)| *z).collect();
+    assert_eq!(order, vec![3, 8, 4, 7, 5, 6]);
+}
+
+#[test]
+fn collect_thresholds_the_predictions_and_keeps_the_annotations() {
+    let (volume, masks) = phantom();
+    let engine = Engine::start(tiny_config(4), Box::new(|| {}));
+    expect_ready(&engine);
+    let options = ChainOptions {
+        nearest: 2,
+        memory: 0,
+        prior_weight: 1.0,
+        taper: 0.0,
+        hold_mm: None,
+    };
+    let mut progress = Vec::new();
+    let collected = collect(
+        &engine,
+        support(&volume, &masks, &[4, 7]),
+        target_slices(12, &[4, 7], true),
+        Strategy::Chain(options),
+        &mut |done, total| progress.push((done, total)),
+    )
+    .unwrap();
+    assert_eq!(progress.last(), Some(&(2, 2)));
+    let mask = &collected.mask;
+    let area = |z: usize| {
+        mask.slice(Axis::K, z)
+            .data
+            .iter()
+            .filter(|&&v| v != 0)
+            .count()
+    };
+    let truth = |z: usize| masks[z].data.iter().filter(|&&v| v != 0).count();
+    assert_eq!(area(4), truth(4));
+    assert_eq!(area(7), truth(7));
+    assert!(area(5) > 150 && area(6) > 150, "interpolated between");
+    assert_eq!(
+        area(3) + area(8),
+        0,
+        "bounded: nothing outside the annotations"
+    );
+    assert_eq!(collected.cleared, 0);
+}
+
+#[test]
+fn target_slices_are_all_others_or_those_between_the_annotations() {
+    assert_eq!(target_slices(6, &[2, 4], false), vec![0, 1, 3, 5]);
+    assert_eq!(target_slices(10, &[2, 6], true), vec![3, 4, 5]);
+    assert_eq!(target_slices(0, &[], false), Vec::<usize>::new());
+}
+
+#[test]
+fn a_chained_slice_is_explained_with_the_annotations_and_memory_it_used() {
+    let (volume, masks) = phantom();
+    let engine = Engine::start(tiny_config(4), Box::new(|| {}));
+    expect_ready(&engine);
+    let memory = vec![SupportSlice {
+        index: 6,
+        mask: masks[6].clone(),
+    }];
+    let id = engine.submit(JobRequest::ExplainChained {
+        support: support(&volume, &masks, &[2, 5, 10]),
+        query_slice: 7,
+        pixel: [37, 28],
+        nearest: 1,
+        memory,
+    });
+    let explanation = match engine.events().recv().unwrap() {
+        Event::Explained {
+            id: got,
+            explanation,
+        } if got == id => explanation,
+        other => panic!("expected an explanation, got {other:?}"),
+    };
+    assert_eq!(explanation.support_slices, vec![5, 6]);
+    assert_eq!(explanation.candidates, 3);
+    for stage in &explanation.stages {
+        assert_eq!(stage.maps.len(), 2);
+        assert!(stage.query_mass <= 1.0 + 1e-5);
     }
 }

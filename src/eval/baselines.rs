@@ -6,6 +6,9 @@
 //! - [`nearest_slice`]: each slice copies the nearest annotated slice, but only within
 //!   the annotated range widened on both ends by half the mean gap between annotations
 //!   (with a single annotation there is no gap, so nothing outside it is filled).
+//! - [`copy_within`]: each slice within a fixed distance (mm) of an annotated slice
+//!   copies the nearest one — with one annotation, the honest baseline at k = 1
+//!   ([`COPY_RANGE_MM`]).
 //! - [`shape_based_interpolation`]: Raya & Udupa (1990) shape-based interpolation, the
 //!   idea behind 3D Slicer's "Fill between slices": signed distance maps of consecutive
 //!   annotated slices are blended linearly and thresholded at zero. Pure "fill between"
@@ -14,6 +17,7 @@
 //!   slice over the same half-gap margin as [`nearest_slice`]. With one annotation it
 //!   fills nothing but that slice.
 
+use crate::volume::interpolate::signed_distance;
 use crate::volume::{Axis, Image2D, LabelMap};
 
 /// Slices of `annotations` to keep, sorted and de-duplicated.
@@ -49,6 +53,40 @@ pub fn nearest_slice(annotations: &LabelMap, axis: Axis, slices: &[usize]) -> La
             .min_by_key(|(_, s)| (s.abs_diff(z), **s))
             .expect("slices is not empty");
         out.set_slice(axis, z, &sources[idx]);
+    }
+    out
+}
+
+/// How far (mm along the axis) the `copy` baseline copies an annotated slice.
+pub const COPY_RANGE_MM: f64 = crate::volume::interpolate::SINGLE_SLICE_HOLD_MM;
+
+/// Each slice within `range_mm` of an annotated slice (physical distance along `axis`)
+/// copies the nearest annotated slice (ties to the lower one); the rest stay empty.
+pub fn copy_within(
+    annotations: &LabelMap,
+    axis: Axis,
+    slices: &[usize],
+    range_mm: f64,
+) -> LabelMap {
+    let slices = sorted_unique(slices);
+    let mut out = LabelMap::empty(annotations.geometry().clone());
+    let step = annotations.geometry().spacing_mm[axis.index()]
+        .abs()
+        .max(1e-6);
+    let reach = (range_mm / step + 1e-9).floor() as usize;
+    let n = annotations.geometry().slice_count(axis);
+    let sources: Vec<_> = slices.iter().map(|&s| annotations.slice(axis, s)).collect();
+    for z in 0..n {
+        let Some((idx, &s)) = slices
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, s)| (s.abs_diff(z), **s))
+        else {
+            break;
+        };
+        if s.abs_diff(z) <= reach {
+            out.set_slice(axis, z, &sources[idx]);
+        }
     }
     out
 }
@@ -91,99 +129,6 @@ pub fn shape_based_interpolation(annotations: &LabelMap, axis: Axis, slices: &[u
     out
 }
 
-/// Signed Euclidean distance (mm) to the mask boundary: negative inside, positive
-/// outside. Pixel centres are the samples; a pixel's value is the distance from its
-/// centre to the nearest pixel centre of the other class, minus/plus half a pixel so
-/// the zero level lies on the boundary between the classes. An empty mask is
-/// "far outside" everywhere and a full one "far inside".
-pub fn signed_distance(mask: &Image2D<u16>, spacing_mm: (f64, f64)) -> Image2D<f32> {
-    let inside: Vec<bool> = mask.data.iter().map(|&v| v != 0).collect();
-    let far =
-        ((mask.width as f64 * spacing_mm.0).hypot(mask.height as f64 * spacing_mm.1) + 1.0) as f32;
-    let any_in = inside.iter().any(|&b| b);
-    let any_out = inside.iter().any(|&b| !b);
-    if !any_in || !any_out {
-        let v = if any_in { -far } else { far };
-        return Image2D::filled(mask.width, mask.height, v);
-    }
-    // Distance from each outside pixel to the nearest inside pixel, and vice versa.
-    let to_inside = euclidean_distance(mask.width, mask.height, &inside, spacing_mm);
-    let outside: Vec<bool> = inside.iter().map(|b| !b).collect();
-    let to_outside = euclidean_distance(mask.width, mask.height, &outside, spacing_mm);
-    let half = (0.5 * spacing_mm.0.min(spacing_mm.1)) as f32;
-    let data = inside
-        .iter()
-        .zip(to_inside.iter().zip(&to_outside))
-        .map(|(&is_in, (&di, &dout))| if is_in { -(dout - half) } else { di - half })
-        .collect();
-    Image2D::new(mask.width, mask.height, data)
-}
-
-/// Exact Euclidean distance (mm) from every pixel to the nearest `target` pixel
-/// (Felzenszwalb & Huttenlocher's separable lower-envelope algorithm).
-pub fn euclidean_distance(
-    width: usize,
-    height: usize,
-    target: &[bool],
-    spacing_mm: (f64, f64),
-) -> Vec<f32> {
-    const INF: f64 = 1e20;
-    let mut f: Vec<f64> = target.iter().map(|&t| if t { 0.0 } else { INF }).collect();
-    let (sx2, sy2) = (spacing_mm.0 * spacing_mm.0, spacing_mm.1 * spacing_mm.1);
-    // Columns (along y), then rows (along x), squared distances in mm².
-    let mut column = vec![0.0; height];
-    for x in 0..width {
-        for y in 0..height {
-            column[y] = f[x + width * y];
-        }
-        let d = distance_1d(&column, sy2);
-        for y in 0..height {
-            f[x + width * y] = d[y];
-        }
-    }
-    for y in 0..height {
-        let row = &mut f[width * y..width * (y + 1)];
-        let d = distance_1d(row, sx2);
-        row.copy_from_slice(&d);
-    }
-    f.into_iter().map(|d| d.sqrt() as f32).collect()
-}
-
-/// 1-D squared distance transform of sampled function `f` with sample spacing² `s2`.
-fn distance_1d(f: &[f64], s2: f64) -> Vec<f64> {
-    let n = f.len();
-    let mut d = vec![0.0; n];
-    let mut v = vec![0usize; n];
-    let mut z = vec![0.0f64; n + 1];
-    let mut k = 0usize;
-    z[0] = f64::NEG_INFINITY;
-    z[1] = f64::INFINITY;
-    let inter = |q: usize, p: usize| -> f64 {
-        let (qf, pf) = (q as f64, p as f64);
-        ((f[q] + s2 * qf * qf) - (f[p] + s2 * pf * pf)) / (2.0 * s2 * (qf - pf))
-    };
-    for q in 1..n {
-        let mut s = inter(q, v[k]);
-        while s <= z[k] {
-            k -= 1;
-            s = inter(q, v[k]);
-        }
-        k += 1;
-        v[k] = q;
-        z[k] = s;
-        z[k + 1] = f64::INFINITY;
-    }
-    k = 0;
-    for (q, dq) in d.iter_mut().enumerate() {
-        while z[k + 1] < q as f64 {
-            k += 1;
-        }
-        let diff = q as f64 - v[k] as f64;
-        *dq = s2 * diff * diff + f[v[k]];
-    }
-    d
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,25 +157,6 @@ mod tests {
     }
 
     #[test]
-    fn distance_transform_matches_brute_force() {
-        let (w, h) = (13, 9);
-        let target: Vec<bool> = (0..w * h).map(|n| n % 17 == 3 || n == 50).collect();
-        let d = euclidean_distance(w, h, &target, (0.7, 1.3));
-        for y in 0..h {
-            for x in 0..w {
-                let brute = (0..w * h)
-                    .filter(|&n| target[n])
-                    .map(|n| {
-                        let (tx, ty) = (n % w, n / w);
-                        ((x as f64 - tx as f64) * 0.7).hypot((y as f64 - ty as f64) * 1.3)
-                    })
-                    .fold(f64::INFINITY, f64::min);
-                assert!((d[x + w * y] as f64 - brute).abs() < 1e-4, "({x},{y})");
-            }
-        }
-    }
-
-    #[test]
     fn interpolation_grows_the_shape_linearly_between_annotations() {
         let truth = cone(|z| 2.0 + z as f64 * 0.6);
         let pred = shape_based_interpolation(&truth, Axis::K, &[2, 14]);
@@ -254,6 +180,17 @@ mod tests {
         assert_eq!(slice_area(&pred, 15), 0);
         assert_eq!(slice_area(&pred, 9), slice_area(&truth, 8));
         assert_eq!(slice_area(&pred, 11), slice_area(&truth, 12));
+    }
+
+    #[test]
+    fn copy_reaches_twenty_millimetres_from_a_single_annotation() {
+        let truth = cone(|_| 5.0);
+        // Slices are 2 mm apart: 20 mm is 10 slices each way from slice 7 (0..=17).
+        let pred = copy_within(&truth, Axis::K, &[7], COPY_RANGE_MM);
+        assert_eq!(slice_area(&pred, 17), slice_area(&truth, 7));
+        assert_eq!(slice_area(&pred, 0), slice_area(&truth, 7));
+        assert_eq!(slice_area(&pred, 18), 0);
+        assert_eq!(pred.count(1), 18 * slice_area(&truth, 7));
     }
 
     #[test]

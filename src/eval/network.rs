@@ -1,26 +1,41 @@
 //! The network as a [`Propagator`], driven through the engine exactly as the app and
-//! `icseg propagate` drive it.
+//! `icseg propagate` drive it ([`engine::collect`]).
 
 use std::sync::Arc;
 
-use super::Propagator;
-use crate::engine::extent::keep_run_through_support;
-use crate::engine::{Engine, EngineConfig, EngineError, EngineInfo, Event, JobRequest, SupportSet};
-use crate::volume::{Axis, LabelMap, LabelValue, Volume};
+use super::{EvalError, Propagator};
+use crate::engine::{
+    self, Engine, EngineConfig, EngineError, EngineInfo, Event, Strategy, SupportSet,
+};
+use crate::volume::{Axis, LabelMap, Volume};
 
 /// Propagates with the in-context network on the engine's worker thread.
 pub struct NetworkPropagator {
     engine: Engine,
     info: EngineInfo,
+    strategy: Strategy,
+    name: String,
 }
 
 impl NetworkPropagator {
-    /// Starts an engine (loads the weights) and waits until it is ready.
-    pub fn start(config: EngineConfig) -> Result<Self, EngineError> {
+    /// Starts an engine (loads the weights) and waits until it is ready; propagations
+    /// use `strategy` and are reported as `name`.
+    pub fn start(
+        config: EngineConfig,
+        strategy: Strategy,
+        name: &str,
+    ) -> Result<Self, EngineError> {
         let engine = Engine::start(config, Box::new(|| {}));
         loop {
             match engine.events().recv() {
-                Ok(Event::Ready(info)) => return Ok(Self { engine, info }),
+                Ok(Event::Ready(info)) => {
+                    return Ok(Self {
+                        engine,
+                        info,
+                        strategy,
+                        name: name.to_string(),
+                    });
+                }
                 Ok(Event::StartFailed(e)) => return Err(e),
                 Ok(_) => continue,
                 Err(_) => return Err(EngineError::Stopped),
@@ -36,59 +51,27 @@ impl NetworkPropagator {
 
 impl Propagator for NetworkPropagator {
     fn name(&self) -> &str {
-        "network"
+        &self.name
     }
 
     fn propagate(
         &mut self,
-        volume: &Volume,
+        volume: &Arc<Volume>,
         annotations: &LabelMap,
         axis: Axis,
         slices: &[usize],
-    ) -> anyhow::Result<LabelMap> {
+        bounded: bool,
+    ) -> Result<LabelMap, EvalError> {
         let support =
-            SupportSet::from_label_map(Arc::new(volume.clone()), annotations, axis, slices, |v| {
-                v != 0
-            });
-        let mut out = support.annotation_map();
-        let targets: Vec<usize> = (0..volume.geometry().slice_count(axis))
-            .filter(|z| !slices.contains(z))
-            .collect();
-        let id = self.engine.submit(JobRequest::Propagate {
-            support: Arc::new(support),
-            slices: targets,
-            support_size: None,
-        });
-        loop {
-            match self
-                .engine
-                .events()
-                .recv()
-                .map_err(|_| EngineError::Stopped)?
-            {
-                Event::SlicePredicted {
-                    id: got,
-                    slice,
-                    probabilities,
-                } if got == id => {
-                    out.set_slice(
-                        axis,
-                        slice,
-                        &probabilities.map(|p| LabelValue::from(p >= 0.5)),
-                    );
-                }
-                Event::PropagationFinished { id: got, .. } if got == id => {
-                    // As in the app and `icseg propagate`: the structure is the run of
-                    // non-empty slices through the annotations.
-                    keep_run_through_support(&mut out, axis, slices);
-                    return Ok(out);
-                }
-                Event::Failed { id: got, error } if got == id => return Err(error.into()),
-                Event::Cancelled { id: got } if got == id => {
-                    anyhow::bail!("the propagation was cancelled")
-                }
-                _ => {}
-            }
-        }
+            SupportSet::from_label_map(volume.clone(), annotations, axis, slices, |v| v != 0);
+        let targets = engine::target_slices(volume.geometry().slice_count(axis), slices, bounded);
+        let collected = engine::collect(
+            &self.engine,
+            Arc::new(support),
+            targets,
+            self.strategy,
+            &mut |_, _| {},
+        )?;
+        Ok(collected.mask)
     }
 }

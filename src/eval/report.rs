@@ -6,6 +6,9 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+/// Distances (slices from the nearest annotated slice) the report breaks Dice down by.
+pub const DISTANCES: usize = 8;
+
 /// The score of one method on one structure.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MethodScore {
@@ -13,6 +16,10 @@ pub struct MethodScore {
     pub method: String,
     /// Dice over the non-annotated slices.
     pub dice: f64,
+    /// `[intersection, |pred| + |truth|]` in voxels on the slices at distance `d` =
+    /// 1..=[`DISTANCES`] from the nearest annotated slice (index `d − 1`).
+    #[serde(default)]
+    pub by_distance: Vec<[u64; 2]>,
 }
 
 /// One structure of one case at one `k`.
@@ -41,6 +48,9 @@ pub struct EvalReport {
     pub methods: Vec<String>,
     /// The `k` values evaluated.
     pub ks: Vec<usize>,
+    /// The annotation protocol.
+    #[serde(default)]
+    pub protocol: super::Protocol,
     /// All structure results.
     pub results: Vec<TaskResult>,
 }
@@ -98,6 +108,46 @@ impl EvalReport {
         d.sort();
         d.dedup();
         d
+    }
+
+    /// Dice pooled over all structures at `k` for `method` on the slices at distance
+    /// `d` = 1..=[`DISTANCES`] from the nearest annotated slice (index `d − 1`): voxels
+    /// summed first, so large structures weigh more.
+    pub fn dice_by_distance(&self, k: usize, method: &str) -> Vec<f64> {
+        let mut sums = vec![[0u64; 2]; DISTANCES];
+        for r in self.results.iter().filter(|r| r.k == k) {
+            for s in r.scores.iter().filter(|s| s.method == method) {
+                for (acc, v) in sums.iter_mut().zip(&s.by_distance) {
+                    acc[0] += v[0];
+                    acc[1] += v[1];
+                }
+            }
+        }
+        sums.into_iter().map(super::dice_of).collect()
+    }
+
+    /// Dice by distance from the nearest annotated slice, one row per `k` and method.
+    pub fn distance_table(&self) -> String {
+        let mut out = String::new();
+        let header: String = (1..=DISTANCES)
+            .map(|d| format!(" {:>6}", format!("d={d}")))
+            .collect();
+        let _ = writeln!(
+            out,
+            "Dice by distance to the nearest annotated slice (pooled voxels)"
+        );
+        let _ = writeln!(out, "{:<28}{header}", "method@k");
+        for &k in &self.ks {
+            for m in &self.methods {
+                let cells: String = self
+                    .dice_by_distance(k, m)
+                    .iter()
+                    .map(|v| format!(" {v:>6.3}"))
+                    .collect();
+                let _ = writeln!(out, "{:<28}{cells}", format!("{m}@{k}"));
+            }
+        }
+        out
     }
 
     /// The per-label table followed by the dataset means, as printed by `icseg eval`.
@@ -162,10 +212,12 @@ mod tests {
                 MethodScore {
                     method: "nearest".into(),
                     dice: a,
+                    by_distance: vec![[1, 4], [0, 0]],
                 },
                 MethodScore {
                     method: "interp".into(),
                     dice: b,
+                    by_distance: Vec::new(),
                 },
             ],
         }
@@ -176,6 +228,7 @@ mod tests {
         let report = EvalReport {
             methods: vec!["nearest".into(), "interp".into()],
             ks: vec![1, 3],
+            protocol: crate::eval::Protocol::Inner,
             results: vec![
                 result("a", 1, 0.2, 0.0),
                 result("a", 3, 0.6, 0.8),
@@ -193,5 +246,10 @@ mod tests {
         assert!(table.contains("nearest@3"));
         assert!(table.contains("MEAN"));
         assert!(table.contains("0.700"), "{table}");
+        // Two structures at k = 3, each [1, 4] at d = 1: pooled 2·2 / 8.
+        let by_d = report.dice_by_distance(3, "nearest");
+        assert!((by_d[0] - 0.5).abs() < 1e-12);
+        assert_eq!(by_d[1], 1.0, "nothing at d = 2 on either side");
+        assert!(report.distance_table().contains("nearest@3"));
     }
 }

@@ -1,6 +1,7 @@
 //! Running the protocol over a data folder.
 
 use super::*;
+use crate::dataset::Case;
 
 /// What to evaluate.
 #[derive(Clone, Debug)]
@@ -13,6 +14,10 @@ pub struct EvalOptions {
     pub roles: Vec<String>,
     /// Stop after this many cases.
     pub max_cases: Option<usize>,
+    /// Skip this many cases first.
+    pub skip_cases: usize,
+    /// Where the simulated user draws.
+    pub protocol: Protocol,
 }
 
 /// Runs the protocol over `cases` for every method; `on_result` sees each structure's
@@ -23,23 +28,40 @@ pub fn evaluate_cases(
     options: &EvalOptions,
     methods: &mut [&mut dyn Propagator],
     on_result: &mut dyn FnMut(&TaskResult),
-) -> anyhow::Result<EvalReport> {
-    use anyhow::Context as _;
+) -> Result<EvalReport, EvalError> {
     let mut report = EvalReport {
         methods: methods.iter().map(|m| m.name().to_string()).collect(),
         ks: options.ks.clone(),
+        protocol: options.protocol,
         results: Vec::new(),
     };
-    for case in cases.iter().take(options.max_cases.unwrap_or(usize::MAX)) {
-        let volume = crate::io::open_volume(&case.image)
-            .with_context(|| format!("reading image of case {}", case.name))?
-            .volume;
+    let chosen = cases
+        .iter()
+        .skip(options.skip_cases)
+        .take(options.max_cases.unwrap_or(usize::MAX));
+    for case in chosen {
+        // One copy of the image per case, shared by every structure and method.
+        let volume = Arc::new(
+            crate::io::open_volume(&case.image)
+                .map_err(|source| EvalError::Load {
+                    what: "image".into(),
+                    case: case.name.clone(),
+                    source,
+                })?
+                .volume,
+        );
         for source in &case.labels {
             if !options.roles.is_empty() && !options.roles.contains(&source.role) {
                 continue;
             }
-            let labels = crate::io::read_label_map(&source.path, volume.geometry())
-                .with_context(|| format!("reading {} labels of case {}", source.role, case.name))?;
+            let labels =
+                crate::io::read_label_map(&source.path, volume.geometry()).map_err(|e| {
+                    EvalError::Load {
+                        what: format!("{} labels", source.role),
+                        case: case.name.clone(),
+                        source: e,
+                    }
+                })?;
             for (label, _) in labels.label_counts() {
                 let truth = binary_mask(&labels, label);
                 let name = label_names
@@ -47,8 +69,14 @@ pub fn evaluate_cases(
                     .map(|n| format!("{} {label} {n}", source.role))
                     .unwrap_or_else(|| format!("{} {label}", source.role));
                 for &k in &options.ks {
-                    let Some((annotated, scores)) =
-                        evaluate_structure(&volume, &truth, options.axis, k, methods)?
+                    let Some((annotated, scores)) = evaluate_structure(
+                        &volume,
+                        &truth,
+                        options.axis,
+                        k,
+                        options.protocol,
+                        methods,
+                    )?
                     else {
                         continue;
                     };
@@ -63,9 +91,10 @@ pub fn evaluate_cases(
                             .methods
                             .iter()
                             .zip(scores)
-                            .map(|(m, dice)| MethodScore {
+                            .map(|(m, overlap)| MethodScore {
                                 method: m.clone(),
-                                dice,
+                                dice: overlap.dice(),
+                                by_distance: overlap.by_distance,
                             })
                             .collect(),
                     };

@@ -172,6 +172,21 @@ fn select_rows(rows: &Tensor<2>, slices: &[usize], count: usize, tail: usize) ->
     rows.clone().select(0, indices)
 }
 
+/// The rows of `x` then those of `y`, each without its last `tail` rows, then the last
+/// `tail` rows of `x` (the register tokens of the keys).
+fn cat_rows(x: &Tensor<2>, y: &Tensor<2>, tail: usize) -> Tensor<2> {
+    let body = |t: &Tensor<2>| {
+        let [rows, cols] = t.dims();
+        t.clone().slice([0..rows - tail, 0..cols])
+    };
+    let mut parts = vec![body(x), body(y)];
+    if tail > 0 {
+        let [rows, cols] = x.dims();
+        parts.push(x.clone().slice([rows - tail..rows, 0..cols]));
+    }
+    Tensor::cat(parts, 0)
+}
+
 /// Collects a module's float parameters, flattened, in visiting order.
 struct CollectParams {
     tensors: Vec<Tensor<1>>,
@@ -395,6 +410,38 @@ impl Model {
                     .clone()
                     .map(|v| select_rows(&v, slices, n, 0)),
             },
+        }
+    }
+
+    /// The support features of the slices of `a` followed by those of `b`, as if they
+    /// had been encoded together: every slice is encoded on its own (convolutions and
+    /// projections act per slice), so features encoded at different times can be
+    /// joined. Chained propagation (`engine::chain`) encodes the annotated slices once
+    /// and each predicted slice when it becomes a support.
+    pub fn concat_support(&self, a: &SupportFeatures, b: &SupportFeatures) -> SupportFeatures {
+        SupportFeatures {
+            attention: self.concat_support_attention(&a.attention, &b.attention),
+            values: SupportValues {
+                values: [0, 1, 2].map(|i| cat_rows(&a.values.values[i], &b.values.values[i], 0)),
+            },
+        }
+    }
+
+    /// [`Self::concat_support`] for the image-only part. The register tokens of `a` are
+    /// kept (they are parameters, the same in both).
+    pub fn concat_support_attention(
+        &self,
+        a: &SupportAttention,
+        b: &SupportAttention,
+    ) -> SupportAttention {
+        let registers = self.cross_attention_mapper.register_count();
+        SupportAttention {
+            keys: cat_rows(&a.keys, &b.keys, registers),
+            projected: [
+                cat_rows(&a.projected[0], &b.projected[0], 0),
+                cat_rows(&a.projected[1], &b.projected[1], 0),
+            ],
+            count: a.count + b.count,
         }
     }
 

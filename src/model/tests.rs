@@ -109,6 +109,25 @@ fn attention_maps_do_not_change_when_only_the_support_masks_change() {
 }
 
 #[test]
+fn support_features_encoded_apart_and_joined_equal_those_encoded_together() {
+    let device = Device::flex();
+    let model = perturbed(ModelConfig::tiny().init(&device));
+    let (imgs, msks) = (images(3, 0.0, &device), masks(3, &device));
+    let together = model.encode_support(imgs.clone(), msks.clone());
+    let first = model.encode_support(imgs.clone().slice(0..2), msks.clone().slice(0..2));
+    let last = model.encode_support(imgs.slice(2..3), msks.slice(2..3));
+    let joined = model.concat_support(&first, &last);
+    assert_eq!(joined.support_count(), 3);
+    let query = images(2, 0.4, &device);
+    let a = model.forward_query(&together, query.clone());
+    let b = model.forward_query(&joined, query);
+    assert!(max_abs_diff(a.logits, b.logits) < 1e-4);
+    for (x, y) in a.attention.iter().zip(&b.attention) {
+        assert!(max_abs_diff(x.map.clone(), y.map.clone()) < 1e-5);
+    }
+}
+
+#[test]
 fn attention_maps_alone_equal_those_of_the_full_forward_pass() {
     let device = Device::flex();
     let model = perturbed(ModelConfig::tiny().init(&device));

@@ -617,7 +617,7 @@ impl Session {
     }
 
     /// Writes the network's prediction for `label` on working-axis slice `slice`:
-    /// pixels with probability ≥ 0.5 get the label where they are background or already
+    /// pixels inside by [`crate::volume::is_inside`] get the label where they are background or already
     /// the label; the label's other pixels on the slice are cleared. Slices the user
     /// owns (manual, accepted, rejected) are left alone and `false` is returned.
     /// Predictions of one run share `group` and form one undo step.
@@ -645,7 +645,7 @@ impl Session {
         let before_px = self.labels.slice(self.axis, slice);
         let mut after_px = before_px.clone();
         for (p, &prob) in after_px.data.iter_mut().zip(&probabilities.data) {
-            let inside = prob >= 0.5;
+            let inside = crate::volume::is_inside(prob);
             if inside && (*p == 0 || *p == label) {
                 *p = label;
             } else if !inside && *p == label {
@@ -669,6 +669,41 @@ impl Session {
         Ok(true)
     }
 
+    /// Classical "Fill between slices", without the network: shape-based interpolation
+    /// of `label` between its support slices ([`crate::volume::interpolate`]), written
+    /// like a prediction onto every slice between the first and last support slice that
+    /// the network may write (so it is reviewed like one), as undo step `group`. Returns
+    /// the slices written; 0 with fewer than two support slices.
+    pub fn fill_between_slices(
+        &mut self,
+        label: LabelValue,
+        group: u64,
+    ) -> Result<usize, EditError> {
+        self.index_of(label)?;
+        let Some(plan) = self.propagation_plan(label, Some(0)) else {
+            return Ok(0);
+        };
+        if plan.support.len() < 2 {
+            return Ok(0);
+        }
+        let prior = crate::volume::interpolate::ShapePrior::from_label_map(
+            &self.labels,
+            self.axis,
+            &plan.support,
+            |v| v == label,
+            0.0,
+        );
+        let (w, h) = self.geometry().slice_dims(self.axis);
+        let mut written = 0;
+        for &z in &plan.targets {
+            if self.apply_prediction(label, z, &prior.probability(z, w, h), group)? {
+                written += 1;
+            }
+        }
+        self.finish_propagation(group);
+        Ok(written)
+    }
+
     /// Ends a propagation run's undo step (later slices of the same group start a new one).
     pub fn finish_propagation(&mut self, group: u64) {
         self.history.close_group(group);
@@ -676,7 +711,7 @@ impl Session {
 
     /// Clears the predicted slices of `label` that are cut off from its support slices
     /// (manual and accepted) by an empty slice: the structure is the unbroken run of
-    /// non-empty slices through its support (`engine::extent`, the rule `icseg propagate`
+    /// non-empty slices through its support (`volume::extent`, the rule `icseg propagate`
     /// and `icseg eval` apply too). Cleared slices stay `Predicted` — the network's
     /// answer there is now "nothing" — and the change joins the propagation's undo step
     /// `group`; call it before [`Self::finish_propagation`]. Returns the slices cleared.
@@ -693,7 +728,7 @@ impl Session {
         let support: Vec<usize> = (0..n)
             .filter(|&z| self.structures[i].states[z].is_user_approved())
             .collect();
-        let Some((lo, hi)) = crate::engine::extent::run_through_support(&non_empty, &support)
+        let Some((lo, hi)) = crate::volume::extent::run_through_support(&non_empty, &support)
         else {
             return Ok(0);
         };

@@ -219,6 +219,38 @@ fn predictions_fill_only_slices_the_network_may_write() {
 }
 
 #[test]
+fn fill_between_slices_interpolates_the_support_as_one_reviewable_undo_step() {
+    let (mut s, liver) = session();
+    assert_eq!(
+        s.fill_between_slices(liver, 3),
+        Ok(0),
+        "nothing to fill between"
+    );
+    s.paint(liver, 2, &dab_op(5.0, 5.0, 3.0, PAINT), None)
+        .unwrap();
+    s.paint(liver, 6, &dab_op(8.0, 5.0, 3.0, PAINT), None)
+        .unwrap();
+    let steps = s.undo_steps();
+    assert_eq!(s.fill_between_slices(liver, 3), Ok(3));
+    assert_eq!(s.undo_steps(), steps + 1, "one undo step");
+    for z in 3..=5 {
+        assert_eq!(s.structure(liver).unwrap().state(z), SliceState::Predicted);
+        assert!(s.slice_contains(z, liver), "slice {z}");
+    }
+    // The disc moves from x = 5 to x = 8: on slice 4, midway, it covers x = 7 but no
+    // longer x = 2.
+    assert_eq!(s.labels().get([7, 5, 4]), Some(liver));
+    assert_eq!(s.labels().get([2, 5, 2]), Some(liver));
+    assert_eq!(s.labels().get([2, 5, 4]), Some(0));
+    assert!(
+        !s.slice_contains(1, liver) && !s.slice_contains(7, liver),
+        "only between"
+    );
+    s.undo();
+    assert!(!s.slice_contains(4, liver));
+}
+
+#[test]
 fn predicted_islands_beyond_an_empty_slice_are_cleared_in_the_same_undo_step() {
     let (mut s, liver) = session();
     s.paint(liver, 4, &dab_op(5.0, 5.0, 2.0, PAINT), None)

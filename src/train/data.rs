@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use crate::eval::discover_cases;
+use crate::dataset::discover_cases;
 use crate::volume::{Axis, LabelMap, LabelValue, Volume};
 
 /// One labelled structure of a training volume, along one axis.
@@ -89,7 +89,7 @@ impl TrainVolume {
     }
 }
 
-/// Loads every image/label pair under `root` (layout of [`crate::eval::discover_cases`]),
+/// Loads every image/label pair under `root` (layout of [`crate::dataset::discover_cases`]),
 /// at most `max_cases` of them, reporting progress through `on_case`.
 pub fn load_volumes(
     root: &Path,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::engine::{
-    self, Engine, EngineInfo, Event, Explanation, JobId, JobRequest, SupportSet, SupportSlice,
+    self, Engine, EngineInfo, Event, Explanation, JobId, JobRequest, Strategy, SupportSet,
     WeightsStatus,
 };
 use crate::session::PropagationPlan;
@@ -289,17 +289,13 @@ impl Propagation {
     }
 
     fn support(doc: &Document, label: LabelValue, support: &[usize]) -> Arc<SupportSet> {
-        Arc::new(SupportSet {
-            volume: doc.volume.clone(),
-            axis: doc.session.axis(),
-            slices: support
-                .iter()
-                .map(|&s| SupportSlice {
-                    index: s,
-                    mask: doc.session.mask(s, label),
-                })
-                .collect(),
-        })
+        Arc::new(SupportSet::from_label_map(
+            doc.volume.clone(),
+            doc.session.labels(),
+            doc.session.axis(),
+            support,
+            |v| v == label,
+        ))
     }
 
     fn engine(&self) -> Result<&Engine, String> {
@@ -310,15 +306,17 @@ impl Propagation {
         }
     }
 
-    /// Sends a propagation; a running one is cancelled first. With more support slices
-    /// than `support_size`, the engine segments each slice with the `support_size` ones
-    /// most similar to it.
+    /// Sends a propagation with `strategy`; a running one is cancelled first.
     pub fn start(
         &mut self,
         doc: &Document,
         plan: PropagationPlan,
-        support_size: Option<usize>,
+        strategy: Strategy,
     ) -> Result<(), String> {
+        let support_size = match strategy {
+            Strategy::OneShot { support_size } => support_size,
+            Strategy::Chain(_) => None,
+        };
         self.cancel();
         let support = Self::support(doc, plan.label, &plan.support);
         let total = plan.targets.len();
@@ -327,7 +325,7 @@ impl Propagation {
         let id = engine.submit(JobRequest::Propagate {
             support,
             slices: plan.targets,
-            support_size,
+            strategy,
         });
         self.frame_times.clear();
         self.frame_intervals.clear();

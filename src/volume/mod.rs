@@ -17,8 +17,10 @@
 //! the patient's left, +y towards posterior, +z towards head). See
 //! [`Geometry::patient_from_voxel`]. NIfTI's RAS world is converted on load/save.
 
+pub mod extent;
 mod geometry;
 mod image2d;
+pub mod interpolate;
 mod labels;
 mod resample;
 
@@ -28,6 +30,16 @@ pub use labels::{LabelMap, LabelValue};
 pub use resample::{
     Region, paste_region_bilinear, resample_mask_nearest, resample_region_bilinear,
 };
+
+/// The probability at or above which a pixel belongs to the structure. The one
+/// threshold of the project: the app's session, `icseg propagate`, `icseg eval` and
+/// chained propagation's memory all turn probabilities into masks with [`is_inside`].
+pub const MASK_THRESHOLD: f32 = 0.5;
+
+/// Whether a pixel with probability `p` belongs to the structure ([`MASK_THRESHOLD`]).
+pub fn is_inside(p: f32) -> bool {
+    p >= MASK_THRESHOLD
+}
 
 /// The kind of acquisition a volume came from, as far as it is known.
 ///

@@ -173,6 +173,10 @@ pub struct AppState {
     /// The most support slices one slice is segmented with; with more annotated and
     /// accepted slices, each slice gets the ones most similar to it (`None`: all).
     pub support_size: Option<usize>,
+    /// Chained propagation (nearest annotations, predicted slices as memory, honest
+    /// ends, shape prior) with these options; `None`: the paper's one-shot propagation
+    /// with [`Self::support_size`].
+    pub chain: Option<crate::engine::ChainOptions>,
     stroke: Option<Stroke>,
     load: Option<LoadJob>,
     autosave: AutosaveTimer,
@@ -211,6 +215,7 @@ impl AppState {
             propagation,
             propagate_margin: Some(10),
             support_size: Some(DEFAULT_SUPPORT_SIZE),
+            chain: Some(crate::engine::ChainOptions::default()),
             stroke: None,
             load: None,
             autosave_job: None,
@@ -890,6 +895,7 @@ impl AppState {
     }
 
     fn propagate(&mut self) {
+        let strategy = self.strategy();
         let Some(doc) = &mut self.doc else { return };
         let Some(label) = doc.active else {
             self.notify(
@@ -912,8 +918,18 @@ impl AppState {
             );
             return;
         }
-        if let Err(text) = self.propagation.start(doc, plan, self.support_size) {
+        if let Err(text) = self.propagation.start(doc, plan, strategy) {
             self.notify(Level::Error, text);
+        }
+    }
+
+    /// How the next propagation uses the support set.
+    pub fn strategy(&self) -> crate::engine::Strategy {
+        match self.chain {
+            Some(options) => crate::engine::Strategy::Chain(options),
+            None => crate::engine::Strategy::OneShot {
+                support_size: self.support_size,
+            },
         }
     }
 

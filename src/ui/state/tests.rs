@@ -296,6 +296,8 @@ fn the_support_size_setting_goes_with_every_propagation_and_explanation() {
         path,
     ));
     assert_eq!(s.support_size, Some(DEFAULT_SUPPORT_SIZE));
+    // The support size applies to the paper's one-shot propagation.
+    s.chain = None;
     s.apply(Action::SetSupportSize(Some(0)));
     assert_eq!(s.support_size, Some(1), "at least one support slice");
     s.apply(Action::SetSupportSize(Some(2)));

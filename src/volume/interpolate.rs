@@ -1,0 +1,347 @@
+//! Shape-based interpolation between annotated slices (Raya & Udupa 1990, the idea
+//! behind 3D Slicer's "Fill between slices"): signed distance maps of two annotated
+//! slices blended linearly along the axis and thresholded at zero.
+//!
+//! [`ShapePrior`] is that interpolation as a per-slice shape prior for propagation:
+//! between the first and last annotated slice it interpolates, beyond them it copies
+//! the end slice unchanged for a distance (`hold`: by default half the mean gap
+//! between annotations, where an evenly annotating user leaves the structure's end,
+//! or [`SINGLE_SLICE_HOLD_MM`] with one annotation) and then lets its shape shrink by
+//! `taper` millimetres per millimetre (a cone closing the structure); it can be read
+//! as a soft probability.
+//! The engine blends it with the network's probabilities (`engine::chain`); the
+//! evaluation's `interp` baseline and the app's "Fill between slices" use the plain
+//! interpolation.
+
+use super::{Axis, Image2D, LabelMap, LabelValue};
+
+/// How far beyond a single annotated slice the prior holds its shape (mm): the range of
+/// the `copy` baseline of `icseg eval`.
+pub const SINGLE_SLICE_HOLD_MM: f64 = 20.0;
+
+/// A shape prior along one slice axis from annotated slices (see the module docs).
+#[derive(Clone, Debug)]
+pub struct ShapePrior {
+    /// Annotated slices, sorted by index, with their signed distance maps (mm).
+    anchors: Vec<(usize, Image2D<f32>)>,
+    /// Slice spacing along the axis (mm).
+    slice_mm: f64,
+    /// In-plane pixel spacing (mm): the width of the soft edge of [`Self::probability`].
+    pixel_mm: f64,
+    /// Growth of the signed distance beyond the end slices, mm per mm.
+    taper: f32,
+    /// Distance beyond the end slices over which the end shape is held unchanged (mm).
+    hold_mm: f64,
+}
+
+impl ShapePrior {
+    /// A prior from annotated slices `(index, mask)` (nonzero = inside; an all-zero
+    /// mask is a real "nothing here"). `pixel_mm` is the in-plane spacing, `slice_mm`
+    /// the spacing along the axis, `taper` how fast the shape closes beyond the ends
+    /// (mm of shrinkage per mm of distance; 0 copies the end slice unchanged).
+    pub fn new<'a, T: Copy + PartialEq + Default + 'a>(
+        slices: impl IntoIterator<Item = (usize, &'a Image2D<T>)>,
+        pixel_mm: (f64, f64),
+        slice_mm: f64,
+        taper: f32,
+    ) -> Self {
+        let mut anchors: Vec<(usize, Image2D<f32>)> = slices
+            .into_iter()
+            .map(|(z, m)| (z, signed_distance(m, pixel_mm)))
+            .collect();
+        anchors.sort_by_key(|(z, _)| *z);
+        anchors.dedup_by_key(|(z, _)| *z);
+        let mut prior = Self {
+            anchors,
+            slice_mm,
+            pixel_mm: pixel_mm.0.min(pixel_mm.1),
+            taper,
+            hold_mm: 0.0,
+        };
+        prior.hold_mm = prior.default_hold_mm();
+        prior
+    }
+
+    /// The same prior holding the end shapes for `hold_mm` beyond the end slices before
+    /// the taper starts.
+    pub fn with_hold_mm(mut self, hold_mm: f64) -> Self {
+        self.hold_mm = hold_mm.max(0.0);
+        self
+    }
+
+    /// The default hold: half the mean gap between the annotated slices (mm), or
+    /// [`SINGLE_SLICE_HOLD_MM`] with a single annotated slice.
+    pub fn default_hold_mm(&self) -> f64 {
+        match (self.anchors.first(), self.anchors.last()) {
+            (Some((a, _)), Some((b, _))) if self.anchors.len() > 1 => {
+                (b - a) as f64 * self.slice_mm / (self.anchors.len() - 1) as f64 / 2.0
+            }
+            _ => SINGLE_SLICE_HOLD_MM,
+        }
+    }
+
+    /// The prior for the annotated `slices` of `labels` along `axis` (voxels inside where
+    /// `inside(value)`), with the grid's spacings.
+    pub fn from_label_map(
+        labels: &LabelMap,
+        axis: Axis,
+        slices: &[usize],
+        inside: impl Fn(LabelValue) -> bool,
+        taper: f32,
+    ) -> Self {
+        let g = labels.geometry();
+        let masks: Vec<(usize, Image2D<u8>)> = slices
+            .iter()
+            .map(|&z| (z, labels.slice(axis, z).map(|v| u8::from(inside(v)))))
+            .collect();
+        Self::new(
+            masks.iter().map(|(z, m)| (*z, m)),
+            g.slice_spacing_mm(axis),
+            g.spacing_mm[axis.index()],
+            taper,
+        )
+    }
+
+    /// The annotated slice indices, sorted.
+    pub fn slices(&self) -> impl Iterator<Item = usize> + '_ {
+        self.anchors.iter().map(|(z, _)| *z)
+    }
+
+    /// The interpolated signed distance (mm, negative inside) on slice `z`; `None`
+    /// without annotated slices.
+    pub fn signed_distance(&self, z: usize) -> Option<Image2D<f32>> {
+        let (first, last) = (self.anchors.first()?, self.anchors.last()?);
+        let tapered = |(end, sdf): &(usize, Image2D<f32>)| {
+            let beyond = z.abs_diff(*end) as f64 * self.slice_mm - self.hold_mm;
+            let grow = self.taper * beyond.max(0.0) as f32;
+            sdf.map(|d| d + grow)
+        };
+        if z <= first.0 {
+            return Some(tapered(first));
+        }
+        if z >= last.0 {
+            return Some(tapered(last));
+        }
+        let n = self.anchors.partition_point(|(a, _)| *a <= z);
+        let ((za, a), (zb, b)) = (&self.anchors[n - 1], &self.anchors[n]);
+        if *za == z {
+            return Some(a.clone());
+        }
+        let t = (z - za) as f32 / (zb - za) as f32;
+        let data = a
+            .data
+            .iter()
+            .zip(&b.data)
+            .map(|(da, db)| (1.0 - t) * da + t * db)
+            .collect();
+        Some(Image2D::new(a.width, a.height, data))
+    }
+
+    /// The prior's mask on slice `z` (signed distance below zero); empty without
+    /// annotated slices.
+    pub fn mask(&self, z: usize, width: usize, height: usize) -> Image2D<u8> {
+        match self.signed_distance(z) {
+            Some(d) => d.map(|v| u8::from(v < 0.0)),
+            None => Image2D::filled(width, height, 0),
+        }
+    }
+
+    /// The prior as a probability on slice `z`: a logistic of the signed distance whose
+    /// edge is one pixel wide (0.5 on the interpolated boundary, ≈0.88 one pixel
+    /// inside); all zero without annotated slices.
+    pub fn probability(&self, z: usize, width: usize, height: usize) -> Image2D<f32> {
+        let scale = (0.5 * self.pixel_mm).max(1e-3) as f32;
+        match self.signed_distance(z) {
+            Some(d) => d.map(|v| 1.0 / (1.0 + (v / scale).exp())),
+            None => Image2D::filled(width, height, 0.0),
+        }
+    }
+}
+
+/// Signed Euclidean distance (mm) to the mask boundary: negative inside, positive
+/// outside. Pixel centres are the samples; a pixel's value is the distance from its
+/// centre to the nearest pixel centre of the other class, minus/plus half a pixel so
+/// the zero level lies on the boundary between the classes. An empty mask is
+/// "far outside" everywhere and a full one "far inside".
+pub fn signed_distance<T: Copy + PartialEq + Default>(
+    mask: &Image2D<T>,
+    spacing_mm: (f64, f64),
+) -> Image2D<f32> {
+    let inside: Vec<bool> = mask.data.iter().map(|&v| v != T::default()).collect();
+    let far =
+        ((mask.width as f64 * spacing_mm.0).hypot(mask.height as f64 * spacing_mm.1) + 1.0) as f32;
+    let any_in = inside.iter().any(|&b| b);
+    let any_out = inside.iter().any(|&b| !b);
+    if !any_in || !any_out {
+        let v = if any_in { -far } else { far };
+        return Image2D::filled(mask.width, mask.height, v);
+    }
+    // Distance from each outside pixel to the nearest inside pixel, and vice versa.
+    let to_inside = euclidean_distance(mask.width, mask.height, &inside, spacing_mm);
+    let outside: Vec<bool> = inside.iter().map(|b| !b).collect();
+    let to_outside = euclidean_distance(mask.width, mask.height, &outside, spacing_mm);
+    let half = (0.5 * spacing_mm.0.min(spacing_mm.1)) as f32;
+    let data = inside
+        .iter()
+        .zip(to_inside.iter().zip(&to_outside))
+        .map(|(&is_in, (&di, &dout))| if is_in { -(dout - half) } else { di - half })
+        .collect();
+    Image2D::new(mask.width, mask.height, data)
+}
+
+/// Exact Euclidean distance (mm) from every pixel to the nearest `target` pixel
+/// (Felzenszwalb & Huttenlocher's separable lower-envelope algorithm).
+pub fn euclidean_distance(
+    width: usize,
+    height: usize,
+    target: &[bool],
+    spacing_mm: (f64, f64),
+) -> Vec<f32> {
+    const INF: f64 = 1e20;
+    let mut f: Vec<f64> = target.iter().map(|&t| if t { 0.0 } else { INF }).collect();
+    let (sx2, sy2) = (spacing_mm.0 * spacing_mm.0, spacing_mm.1 * spacing_mm.1);
+    // Columns (along y), then rows (along x), squared distances in mm².
+    let mut column = vec![0.0; height];
+    for x in 0..width {
+        for y in 0..height {
+            column[y] = f[x + width * y];
+        }
+        let d = distance_1d(&column, sy2);
+        for y in 0..height {
+            f[x + width * y] = d[y];
+        }
+    }
+    for y in 0..height {
+        let row = &mut f[width * y..width * (y + 1)];
+        let d = distance_1d(row, sx2);
+        row.copy_from_slice(&d);
+    }
+    f.into_iter().map(|d| d.sqrt() as f32).collect()
+}
+
+/// 1-D squared distance transform of sampled function `f` with sample spacing² `s2`.
+fn distance_1d(f: &[f64], s2: f64) -> Vec<f64> {
+    let n = f.len();
+    let mut d = vec![0.0; n];
+    let mut v = vec![0usize; n];
+    let mut z = vec![0.0f64; n + 1];
+    let mut k = 0usize;
+    z[0] = f64::NEG_INFINITY;
+    z[1] = f64::INFINITY;
+    let inter = |q: usize, p: usize| -> f64 {
+        let (qf, pf) = (q as f64, p as f64);
+        ((f[q] + s2 * qf * qf) - (f[p] + s2 * pf * pf)) / (2.0 * s2 * (qf - pf))
+    };
+    for q in 1..n {
+        let mut s = inter(q, v[k]);
+        while s <= z[k] {
+            k -= 1;
+            s = inter(q, v[k]);
+        }
+        k += 1;
+        v[k] = q;
+        z[k] = s;
+        z[k + 1] = f64::INFINITY;
+    }
+    k = 0;
+    for (q, dq) in d.iter_mut().enumerate() {
+        while z[k + 1] < q as f64 {
+            k += 1;
+        }
+        let diff = q as f64 - v[k] as f64;
+        *dq = s2 * diff * diff + f[v[k]];
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distance_transform_matches_brute_force() {
+        let (w, h) = (13, 9);
+        let target: Vec<bool> = (0..w * h).map(|n| n % 17 == 3 || n == 50).collect();
+        let d = euclidean_distance(w, h, &target, (0.7, 1.3));
+        for y in 0..h {
+            for x in 0..w {
+                let brute = (0..w * h)
+                    .filter(|&n| target[n])
+                    .map(|n| {
+                        let (tx, ty) = (n % w, n / w);
+                        ((x as f64 - tx as f64) * 0.7).hypot((y as f64 - ty as f64) * 1.3)
+                    })
+                    .fold(f64::INFINITY, f64::min);
+                assert!((d[x + w * y] as f64 - brute).abs() < 1e-4, "({x},{y})");
+            }
+        }
+    }
+
+    fn disc(w: usize, r: f64) -> Image2D<u8> {
+        let c = (w as f64 - 1.0) / 2.0;
+        let data = (0..w * w)
+            .map(|n| u8::from(((n % w) as f64 - c).hypot((n / w) as f64 - c) <= r))
+            .collect();
+        Image2D::new(w, w, data)
+    }
+
+    fn area(m: &Image2D<u8>) -> usize {
+        m.data.iter().filter(|&&v| v != 0).count()
+    }
+
+    #[test]
+    fn the_prior_interpolates_between_and_tapers_beyond_the_annotations() {
+        let (small, big) = (disc(41, 4.0), disc(41, 12.0));
+        let prior =
+            ShapePrior::new([(10, &small), (20, &big)], (1.0, 1.0), 2.0, 0.5).with_hold_mm(0.0);
+        assert_eq!(prior.slices().collect::<Vec<_>>(), vec![10, 20]);
+        // On the annotated slices the prior is the annotation.
+        assert_eq!(prior.mask(10, 41, 41).data, small.data);
+        assert_eq!(prior.mask(20, 41, 41).data, big.data);
+        // Midway the radius is about 8: area ≈ π·8² ≈ 201.
+        let mid = area(&prior.mask(15, 41, 41));
+        assert!((170..=235).contains(&mid), "area {mid}");
+        // Beyond the big end the shape shrinks by 0.5 mm per mm: 3 slices = 6 mm → 3 mm
+        // smaller radius (9): area ≈ 254.
+        let beyond = area(&prior.mask(23, 41, 41));
+        assert!((225..=290).contains(&beyond), "area {beyond}");
+        // Far enough beyond the small end it closes completely.
+        assert_eq!(area(&prior.mask(4, 41, 41)), 0);
+        // The probability is one half on the boundary, high inside, low outside.
+        let p = prior.probability(10, 41, 41);
+        assert!(p.get(20, 20) > 0.99 && p.get(0, 0) < 0.01);
+        assert!((p.get(24, 20) - 0.5).abs() < 0.5 && p.get(24, 20) > 0.5);
+    }
+
+    #[test]
+    fn by_default_the_end_shape_holds_for_half_the_mean_gap() {
+        let d = disc(41, 10.0);
+        // Annotations 6 slices (12 mm) apart: the hold is 6 mm.
+        let prior = ShapePrior::new([(10, &d), (16, &d), (22, &d)], (1.0, 1.0), 2.0, 4.0);
+        assert_eq!(prior.default_hold_mm(), 6.0);
+        assert_eq!(prior.mask(25, 41, 41).data, d.data, "6 mm beyond: held");
+        // 10 mm beyond: 4 mm past the hold, 16 mm smaller: gone.
+        assert_eq!(area(&prior.mask(27, 41, 41)), 0);
+        assert_eq!(prior.mask(7, 41, 41).data, d.data);
+    }
+
+    #[test]
+    fn without_a_taper_the_end_slice_is_copied_and_an_empty_prior_predicts_nothing() {
+        let m = disc(21, 5.0);
+        let prior = ShapePrior::new([(5, &m)], (0.8, 0.8), 3.0, 0.0);
+        assert_eq!(prior.mask(40, 21, 21).data, m.data);
+        // A single slice holds its shape for 20 mm by default, then closes.
+        let held = ShapePrior::new([(5, &m)], (0.8, 0.8), 3.0, 2.0);
+        assert_eq!(held.default_hold_mm(), SINGLE_SLICE_HOLD_MM);
+        assert_eq!(held.mask(11, 21, 21).data, m.data, "18 mm away");
+        assert_eq!(area(&held.mask(13, 21, 21)), 0, "24 mm away: 8 mm smaller");
+        let none = ShapePrior::new(
+            std::iter::empty::<(usize, &Image2D<u8>)>(),
+            (1.0, 1.0),
+            1.0,
+            0.0,
+        );
+        assert!(none.signed_distance(3).is_none());
+        assert_eq!(area(&none.mask(3, 21, 21)), 0);
+    }
+}
