@@ -28,6 +28,7 @@
 pub mod cli;
 pub mod engine;
 pub mod eval;
+pub mod files;
 pub mod io;
 pub mod model;
 pub mod session;
