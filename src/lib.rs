@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod display;
 pub mod engine;
 pub mod eval;
 pub mod files;
