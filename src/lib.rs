@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | [`volume`] | volumes, label maps, geometry, resampling, the run rule | — |
 //! | [`io`] | NIfTI, DICOM series, DICOM SEG read/write | volume |
-//! | [`display`] | window/level, colour maps, overlays, PNG pictures | volume |
+//! | [`display`] | window/level, view orientation, colour maps, overlays, PNG | volume |
 //! | [`model`] | the network (burn) | volume, burn |
 //! | [`engine`] | inference worker, support cache, devices | model, volume |
 //! | [`session`] | annotations, support set, undo/redo, review state | io, volume |
