@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The project's test command (README): formatting, the full test suite with the GUI, the
-# headless core alone, and the real app window under Xvfb. Real-data tests read
-# $ICSEG_DATA (default ../shared/data).
+# The project's test command (README): formatting, clippy with warnings as errors (with
+# and without the GUI), the full test suite with the GUI (the crate's layering included:
+# tests/layering.rs), the headless core alone, and the real app window under Xvfb.
+# Real-data tests read $ICSEG_DATA (default ../shared/data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ICSEG_DATA="${ICSEG_DATA:-$(cd .. && pwd)/shared/data}"
@@ -9,6 +10,10 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 echo "== rustfmt"
 cargo fmt --all -- --check
+
+echo "== clippy (all targets, all features; and the headless core alone)"
+cargo clippy --all-targets -- -D warnings
+cargo clippy --no-default-features --lib -- -D warnings
 
 echo "== tests (all features: GUI, GPU path, headless core)"
 cargo test --all-targets

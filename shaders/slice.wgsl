@@ -1,5 +1,6 @@
 // Slice renderer: one view of a volume with window/level, structure overlays and an
-// optional heatmap. Mirrors src/ui/render/cpu.rs; see src/ui/render/mod.rs for the rules.
+// optional heatmap. Mirrors src/ui/render/cpu.rs; the rules (window, heat colour map and
+// opacity, blending, outlines) are src/display/mod.rs's.
 //
 // The whole volume and label map live in 3-D textures; a view only changes uniforms.
 // Fragments are mapped from framebuffer pixels to display pixels (u, v) through the image

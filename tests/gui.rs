@@ -9,13 +9,13 @@ use eframe::egui::{self, Modifiers, PointerButton, Pos2, Rect};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 
+use icseg::display::view::{Camera, ViewMapping};
 use icseg::engine::{DeviceChoice, DeviceRequest, EngineConfig, WeightsChoice};
 use icseg::model::ModelConfig;
 use icseg::session::{RecoveryStore, SliceState};
 use icseg::ui::propagation;
 use icseg::ui::render::{Look, cpu};
 use icseg::ui::state::AppConfig;
-use icseg::ui::view::{Camera, ViewMapping};
 use icseg::ui::{IcsegApp, sample_path};
 use icseg::volume::Axis;
 
@@ -23,8 +23,8 @@ use icseg::volume::Axis;
 const DEAD_PID: u32 = 4_194_399;
 const SIZE: [f32; 2] = [1280.0, 800.0];
 
-fn engine() -> propagation::EngineConfig {
-    propagation::EngineConfig {
+fn engine() -> propagation::EngineSettings {
+    propagation::EngineSettings {
         engine: Some(EngineConfig {
             device: DeviceRequest::Choice(DeviceChoice::Cpu),
             model: ModelConfig::lite(),
@@ -321,7 +321,7 @@ fn a_crashed_run_is_offered_for_recovery_and_restored() {
     // A run that "crashes": its process id is not running, it autosaves at once.
     let painted = {
         let mut cfg = config(dir.path(), DEAD_PID, Duration::ZERO);
-        cfg.engine = propagation::EngineConfig { engine: None };
+        cfg.engine = propagation::EngineSettings { engine: None };
         let mut h = harness(cfg);
         step_until(&mut h, "the sample to load", Duration::from_secs(60), |a| {
             a.state.doc.is_some()
@@ -343,7 +343,7 @@ fn a_crashed_run_is_offered_for_recovery_and_restored() {
             .clone()
     };
     let mut cfg = config(dir.path(), std::process::id(), Duration::from_secs(60));
-    cfg.engine = propagation::EngineConfig { engine: None };
+    cfg.engine = propagation::EngineSettings { engine: None };
     cfg.open = None;
     let mut h = harness(cfg);
     h.step();
@@ -364,7 +364,7 @@ fn a_crashed_run_is_offered_for_recovery_and_restored() {
 fn quitting_with_unsaved_work_asks_and_can_be_cancelled() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), std::process::id(), Duration::from_secs(3600));
-    cfg.engine = propagation::EngineConfig { engine: None };
+    cfg.engine = propagation::EngineSettings { engine: None };
     let mut h = harness(cfg);
     step_until(&mut h, "the sample to load", Duration::from_secs(60), |a| {
         a.state.doc.is_some()
@@ -389,7 +389,7 @@ fn quitting_with_unsaved_work_asks_and_can_be_cancelled() {
 fn three_views_scroll_with_the_wheel_and_share_the_crosshair() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), std::process::id(), Duration::from_secs(3600));
-    cfg.engine = propagation::EngineConfig { engine: None };
+    cfg.engine = propagation::EngineSettings { engine: None };
     let mut h = harness(cfg);
     step_until(&mut h, "the sample to load", Duration::from_secs(60), |a| {
         a.state.doc.is_some()
@@ -431,7 +431,7 @@ fn three_views_scroll_with_the_wheel_and_share_the_crosshair() {
 fn the_gpu_renderer_matches_the_cpu_renderer() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), std::process::id(), Duration::from_secs(3600));
-    cfg.engine = propagation::EngineConfig { engine: None };
+    cfg.engine = propagation::EngineSettings { engine: None };
     let mut h = Harness::builder()
         .with_size(SIZE)
         .wgpu()
@@ -466,7 +466,7 @@ fn the_gpu_renderer_matches_the_cpu_renderer() {
     };
     let reference = cpu::render(&doc.volume, &doc.session, &mapping, &look, None);
     // Overlays drawn by egui on top of the image: the crosshair, the title, the letters.
-    let cross = icseg::ui::view::display_to_screen(
+    let cross = icseg::display::view::display_to_screen(
         mapping.display_of(doc.cursor.map(|c| c as f32)),
         Camera::default().image_rect([view.min.x, view.min.y, view.max.x, view.max.y], &mapping),
         &mapping,

@@ -2,8 +2,14 @@
 //!
 //! Writes, for each of the three attention stages (strides 32, 16, 8), a PNG of every
 //! support slice with the clicked location's attention overlaid as a heatmap, a PNG of
-//! the query slice with the click marked, and `explain.json` with the attention mass
-//! each support slice receives and the click-to-maps latency.
+//! the query slice with the click and the region of interest marked, and `explain.json`
+//! with the attention mass each support slice receives and the click-to-maps latency.
+//!
+//! The support pictures are drawn as the app's explanation panel draws them, with
+//! [`crate::display`]: the window the app opens the volume with, the heatmap scaled per
+//! stage and coloured with the app's colour map, the annotated structure filled and
+//! outlined in its app colour, the clicked location ringed, and the slice turned the
+//! way the app's view shows it (radiological convention).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,9 +22,12 @@ use super::inference::{
     ModelArgs, Pixel, SliceList, axis_from_index, parse_support_size, peak_memory_bytes,
     start_engine, support_from_labels,
 };
+use crate::display::view::ViewMapping;
+use crate::display::{self, RgbImage, WindowLevel, initial_window, overlay_rgba};
 use crate::engine::{Engine, Event, Explanation, JobRequest, SupportSet};
 use crate::io;
-use crate::volume::{Image2D, LabelValue, Modality, Region};
+use crate::session::Session;
+use crate::volume::{LabelValue, Region};
 
 /// Arguments of `icseg explain`.
 #[derive(Debug, Args)]
@@ -186,13 +195,27 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
             args.out_dir.display()
         )
     })?;
-    let stages = write_pngs(&args.out_dir, &support, &explanation, volume.modality)?;
-    let query_png = args.out_dir.join("query.png");
+    // As the app shows the annotations: the structure's colour and opacity.
+    let session = Session::with_labels(annotations, axis);
+    let structure = match args.label {
+        Some(label) => session.structure(label),
+        None => session.structures().first(),
+    };
+    let look = Look {
+        window: initial_window(&volume),
+        structure: structure.map_or([0; 4], |s| {
+            overlay_rgba(s.style.colour, s.style.opacity, s.style.visible)
+        }),
+        click: pixel,
+    };
+    let stages = write_pngs(&args.out_dir, &support, &explanation, &look)?;
     let query = support.volume.slice(axis, args.query_slice);
-    let mut rgb = grey(&query, volume.modality);
+    let mut rgb = RgbImage::grey(&query, look.window);
     draw_region(&mut rgb, &explanation.region);
     draw_cross(&mut rgb, pixel);
-    save_png(&rgb, &query_png)?;
+    let mapping = ViewMapping::new(volume.geometry(), axis, args.query_slice);
+    rgb.oriented(&mapping)
+        .save_png(&args.out_dir.join("query.png"))?;
 
     let report = ExplainReport {
         device: info.device.clone(),
@@ -227,43 +250,52 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How the support pictures are drawn.
+struct Look {
+    /// The window the app opens the volume with.
+    window: WindowLevel,
+    /// The annotated structure's overlay colour in the app.
+    structure: [u8; 4],
+    /// The clicked pixel, ringed on every support slice as in the app.
+    click: [usize; 2],
+}
+
 /// Writes one PNG per stage and support slice; returns the report of each stage.
 fn write_pngs(
     dir: &Path,
     support: &SupportSet,
     explanation: &Explanation,
-    modality: Modality,
+    look: &Look,
 ) -> anyhow::Result<Vec<StageReport>> {
     let (w, h) = support.volume.geometry().slice_dims(support.axis);
     let mut reports = Vec::new();
     for (n_stage, stage) in explanation.stages.iter().enumerate() {
-        // One colour scale per stage, shared by its support slices, so that the
-        // slices can be compared.
-        let heatmaps: Vec<Image2D<f32>> = (0..explanation.support_slices.len())
-            .map(|n| explanation.native_heatmap(n_stage, n, w, h))
-            .collect();
-        let peak = heatmaps
+        // One scale per stage, shared by its support slices so that they can be
+        // compared: the strongest location over all of them is 1 (as in the app).
+        let peak = stage
+            .maps
             .iter()
             .flat_map(|m| m.data.iter().copied())
-            .fold(0.0f32, f32::max)
-            .max(1e-12);
+            .fold(0.0f32, f32::max);
         let mut support_report = Vec::new();
         // The explained slices: all of the support set, or the ones chosen for the query.
         let explained = explanation
             .support_slices
             .iter()
             .filter_map(|&index| support.slices.iter().find(|s| s.index == index));
-        for (n, (slice, heat)) in explained.zip(&heatmaps).enumerate() {
+        for (n, slice) in explained.enumerate() {
+            let heat = display::heat_scaled(&explanation.native_heatmap(n_stage, n, w, h), peak);
             let image = support.volume.slice(support.axis, slice.index);
-            let mut rgb = grey(&image, modality);
-            overlay_heat(&mut rgb, heat, peak);
-            draw_contour(&mut rgb, &slice.mask);
-            draw_region(&mut rgb, &explanation.region);
+            let mut rgb = RgbImage::grey(&image, look.window);
+            rgb.overlay_heat(&heat);
+            rgb.overlay_structure(&slice.mask, look.structure);
+            draw_ring(&mut rgb, look.click);
             let name = format!(
                 "stride{:02}_support{:02}_slice{:04}.png",
                 stage.stride, n, slice.index
             );
-            save_png(&rgb, &dir.join(&name))?;
+            let mapping = ViewMapping::new(support.volume.geometry(), support.axis, slice.index);
+            rgb.oriented(&mapping).save_png(&dir.join(&name))?;
             support_report.push(SupportMass {
                 slice: slice.index,
                 mass: stage.support_mass[n],
@@ -281,100 +313,20 @@ fn write_pngs(
     Ok(reports)
 }
 
-/// An RGB image, 3 bytes per pixel, `x` fastest.
-struct Rgb {
-    width: usize,
-    height: usize,
-    data: Vec<u8>,
-}
-
-impl Rgb {
-    fn blend(&mut self, x: usize, y: usize, colour: [u8; 3], alpha: f32) {
-        let i = 3 * (x + self.width * y);
-        for (value, &c) in self.data[i..i + 3].iter_mut().zip(&colour) {
-            *value = (*value as f32 * (1.0 - alpha) + c as f32 * alpha).round() as u8;
-        }
-    }
-}
-
-/// Greyscale rendering: a soft-tissue window (W 400, L 40) for CT, the 1st–99th
-/// percentiles otherwise.
-fn grey(image: &Image2D<f32>, modality: Modality) -> Rgb {
-    let (lo, hi) = match modality {
-        Modality::Ct => (-160.0, 240.0),
-        _ => {
-            let mut v: Vec<f32> = image
-                .data
-                .iter()
-                .copied()
-                .filter(|x| x.is_finite())
-                .collect();
-            v.sort_by(f32::total_cmp);
-            if v.is_empty() {
-                (0.0, 1.0)
-            } else {
-                (v[v.len() / 100], v[(v.len() * 99) / 100])
-            }
-        }
-    };
-    let scale = 255.0 / (hi - lo).max(1e-6);
-    let data = image
-        .data
-        .iter()
-        .flat_map(|&v| {
-            let g = ((v - lo) * scale).clamp(0.0, 255.0) as u8;
-            [g, g, g]
-        })
-        .collect();
-    Rgb {
-        width: image.width,
-        height: image.height,
-        data,
-    }
-}
-
-/// A perceptually ordered colour ramp (black-red-yellow-white, "hot").
-fn hot(t: f32) -> [u8; 3] {
-    let t = t.clamp(0.0, 1.0) * 3.0;
-    let r = t.min(1.0);
-    let g = (t - 1.0).clamp(0.0, 1.0);
-    let b = (t - 2.0).clamp(0.0, 1.0);
-    [(r * 255.0) as u8, (g * 255.0) as u8, (b * 255.0) as u8]
-}
-
-fn overlay_heat(rgb: &mut Rgb, heat: &Image2D<f32>, peak: f32) {
-    for y in 0..heat.height {
-        for x in 0..heat.width {
-            let t = heat.get(x, y) / peak;
-            if t > 0.02 {
-                rgb.blend(x, y, hot(t), 0.25 + 0.5 * t.min(1.0));
+/// The app's marker of the clicked location on a support slice: a ring of radius 4.
+fn draw_ring(rgb: &mut RgbImage, [px, py]: [usize; 2]) {
+    const COLOUR: [u8; 3] = [0, 255, 160];
+    for y in py.saturating_sub(5)..(py + 6).min(rgb.height) {
+        for x in px.saturating_sub(5)..(px + 6).min(rgb.width) {
+            let d = ((x as f32 - px as f32).powi(2) + (y as f32 - py as f32).powi(2)).sqrt();
+            if (d - 4.0).abs() <= 0.75 {
+                rgb.set(x, y, COLOUR);
             }
         }
     }
 }
 
-fn draw_contour(rgb: &mut Rgb, mask: &Image2D<u8>) {
-    for y in 0..mask.height {
-        for x in 0..mask.width {
-            if mask.get(x, y) == 0 {
-                continue;
-            }
-            let edge = x == 0
-                || y == 0
-                || x + 1 == mask.width
-                || y + 1 == mask.height
-                || mask.get(x - 1, y) == 0
-                || mask.get(x + 1, y) == 0
-                || mask.get(x, y - 1) == 0
-                || mask.get(x, y + 1) == 0;
-            if edge {
-                rgb.blend(x, y, [0, 220, 90], 1.0);
-            }
-        }
-    }
-}
-
-fn draw_region(rgb: &mut Rgb, region: &Region) {
+fn draw_region(rgb: &mut RgbImage, region: &Region) {
     let clamp_x = |v: f64| (v.round().max(0.0) as usize).min(rgb.width - 1);
     let clamp_y = |v: f64| (v.round().max(0.0) as usize).min(rgb.height - 1);
     let (x0, x1) = (
@@ -395,7 +347,7 @@ fn draw_region(rgb: &mut Rgb, region: &Region) {
     }
 }
 
-fn draw_cross(rgb: &mut Rgb, [px, py]: [usize; 2]) {
+fn draw_cross(rgb: &mut RgbImage, [px, py]: [usize; 2]) {
     for d in -6i64..=6 {
         for (x, y) in [(px as i64 + d, py as i64), (px as i64, py as i64 + d)] {
             if x >= 0 && y >= 0 && (x as usize) < rgb.width && (y as usize) < rgb.height {
@@ -405,39 +357,29 @@ fn draw_cross(rgb: &mut Rgb, [px, py]: [usize; 2]) {
     }
 }
 
-fn save_png(rgb: &Rgb, path: &Path) -> anyhow::Result<()> {
-    let mut bytes = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut bytes)
-        .write_image(
-            &rgb.data,
-            rgb.width as u32,
-            rgb.height as u32,
-            image::ExtendedColorType::Rgb8,
-        )
-        .with_context(|| format!("could not encode {}", path.display()))?;
-    io::write_atomic(path, &bytes).with_context(|| format!("could not write {}", path.display()))
-}
-
-use image::ImageEncoder as _;
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::volume::Image2D;
 
     #[test]
-    fn hot_ramp_runs_from_black_to_white() {
-        assert_eq!(hot(0.0), [0, 0, 0]);
-        assert_eq!(hot(1.0), [255, 255, 255]);
-        let mid = hot(0.5);
-        assert!(mid[0] == 255 && mid[2] == 0);
-    }
-
-    #[test]
-    fn ct_greyscale_uses_a_soft_tissue_window() {
-        let img = Image2D::new(3, 1, vec![-1000.0, 40.0, 1000.0]);
-        let rgb = grey(&img, Modality::Ct);
-        assert_eq!(rgb.data[0], 0);
-        assert_eq!(rgb.data[3], 127);
-        assert_eq!(rgb.data[6], 255);
+    fn the_click_is_ringed_and_the_region_framed() {
+        let mut rgb = RgbImage::grey(&Image2D::filled(12, 12, 0.0), WindowLevel::new(0.5, 1.0));
+        draw_ring(&mut rgb, [6, 6]);
+        assert_eq!(rgb.get(10, 6), [0, 255, 160]);
+        assert_eq!(rgb.get(6, 2), [0, 255, 160]);
+        assert_eq!(rgb.get(6, 6), [0, 0, 0]);
+        draw_region(
+            &mut rgb,
+            &Region {
+                x0: 0.0,
+                y0: 0.0,
+                width: 12.0,
+                height: 12.0,
+            },
+        );
+        // The frame runs through the centres of the region's edge pixels.
+        assert_eq!(rgb.get(1, 5), display::blend([0; 3], [60, 140, 255], 0.8));
+        assert_eq!(rgb.get(0, 5), [0; 3]);
     }
 }

@@ -3,7 +3,7 @@
 //! score (`icseg eval`'s table).
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
@@ -27,16 +27,33 @@ pub struct ShipArgs {
     /// The weights folder.
     #[arg(long, default_value = "weights")]
     pub out: PathBuf,
+    /// The data root the manifest names training folders relative to (default:
+    /// `$ICSEG_DATA`, else `../shared/data`).
+    #[arg(long, value_name = "DIR")]
+    pub data_root: Option<PathBuf>,
 }
 
 /// Runs `icseg ship`.
 pub fn run(args: ShipArgs) -> anyhow::Result<()> {
     let files = RunFiles::new(&args.run);
-    let state: TrainState = serde_json::from_slice(
+    let mut state: TrainState = serde_json::from_slice(
         &std::fs::read(&files.state)
             .with_context(|| format!("cannot read {}", files.state.display()))?,
     )
     .context("the run's state.json is damaged")?;
+    // The manifest names data folders relative to the data root, not as the machine
+    // that trained saw them.
+    let data_root = args
+        .data_root
+        .clone()
+        .or_else(|| std::env::var_os("ICSEG_DATA").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("../shared/data"));
+    for d in &mut state.config.data {
+        *d = relative_to(&data_root, d);
+    }
+    if let Some(v) = &mut state.config.validation_data {
+        *v = relative_to(&data_root, v);
+    }
     let source = if args.latest {
         &files.latest
     } else {
@@ -88,7 +105,11 @@ pub fn run(args: ShipArgs) -> anyhow::Result<()> {
     let c = &state.config;
     let _ = writeln!(md, "## How it was trained\n");
     let _ = writeln!(md, "| | |\n|---|---|");
-    let _ = writeln!(md, "| data | {} |", c.data.join(", "));
+    let _ = writeln!(
+        md,
+        "| data (under the data root, `$ICSEG_DATA`) | {} |",
+        c.data.join(", ")
+    );
     let _ = writeln!(
         md,
         "| validation data | {} |",
@@ -193,4 +214,47 @@ pub fn run(args: ShipArgs) -> anyhow::Result<()> {
         args.out.join("MANIFEST.md").display()
     );
     Ok(())
+}
+
+/// `path` relative to `root` when it lies inside it (compared as written, then with
+/// both resolved), otherwise `path` as given.
+fn relative_to(root: &Path, path: &str) -> String {
+    let p = Path::new(path);
+    let stripped = p
+        .strip_prefix(root)
+        .ok()
+        .filter(|r| !r.components().any(|c| c == Component::ParentDir))
+        .map(Path::to_path_buf)
+        .or_else(|| {
+            let (root, p) = (root.canonicalize().ok()?, p.canonicalize().ok()?);
+            p.strip_prefix(root).ok().map(Path::to_path_buf)
+        });
+    match stripped {
+        Some(r) if !r.as_os_str().is_empty() => r.display().to_string(),
+        _ => path.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_folders_are_named_relative_to_the_data_root() {
+        let root = Path::new("/work/shared/data");
+        assert_eq!(
+            relative_to(root, "/work/shared/data/volumes/openkbp/train"),
+            "volumes/openkbp/train"
+        );
+        assert_eq!(relative_to(root, "/elsewhere/cases"), "/elsewhere/cases");
+        assert_eq!(relative_to(root, "/work/shared/data"), "/work/shared/data");
+        // The same folder written through another path is found once resolved.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("data/volumes/x")).unwrap();
+        let written = dir.path().join("data/../data/volumes/x");
+        assert_eq!(
+            relative_to(&dir.path().join("data"), &written.display().to_string()),
+            "volumes/x"
+        );
+    }
 }

@@ -8,7 +8,7 @@ use clap::Args;
 
 use crate::engine::{DeviceChoice, select_device};
 use crate::model::ModelConfig;
-use crate::train::{self, Session, TrainConfig, TrainingData, data::load_volumes};
+use crate::train::{self, TrainConfig, TrainingData, TrainingRun, data::load_volumes};
 
 /// Arguments of `icseg train`.
 #[derive(Debug, Args)]
@@ -179,7 +179,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         cfg,
         &data,
         &validation,
-        Session {
+        TrainingRun {
             dir: args.out.clone(),
             resume: args.resume,
             time_limit_s: args.minutes.map(|m| m * 60.0),

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::dicom::SeriesSummary;
+use super::dicom::series::SeriesSummary;
 
 /// Why a volume, label map or segmentation could not be loaded.
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,6 @@
 //! Geometry conventions are those of [`crate::volume`] (LPS patient space); NIfTI's
 //! RAS is converted on read and write. See `docs/io.md`.
 
-mod atomic;
 pub mod dicom;
 mod error;
 mod grid;
@@ -22,7 +21,7 @@ pub mod nifti;
 
 use std::path::{Path, PathBuf};
 
-pub use atomic::write_atomic;
+pub use crate::files::write_atomic;
 pub use dicom::{DicomSource, SeriesSummary};
 pub use error::{LoadError, LoadWarning, SaveError, SeriesProblem};
 pub use grid::labels_onto_reference;

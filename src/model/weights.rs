@@ -119,7 +119,7 @@ impl Model {
                 reason,
                 path: path.to_path_buf(),
             })?;
-        crate::io::write_atomic(path, &bytes).map_err(|source| WeightsError::Io {
+        crate::files::write_atomic(path, &bytes).map_err(|source| WeightsError::Io {
             action: "write",
             path: path.to_path_buf(),
             source,

@@ -2,14 +2,14 @@
 
 use std::path::Path;
 
-use anyhow::Context as _;
+use super::TrainError;
 
 use crate::dataset::discover_cases;
 use crate::volume::{Axis, LabelMap, LabelValue, Volume};
 
 /// One labelled structure of a training volume, along one axis.
 #[derive(Clone, Debug)]
-pub struct Structure {
+pub struct LabelledStructure {
     /// Index of the label map in [`TrainVolume::label_maps`].
     pub map: usize,
     /// The label value.
@@ -32,7 +32,7 @@ pub struct TrainVolume {
     /// Its label maps (OpenKBP: organs at risk and target volumes).
     pub label_maps: Vec<LabelMap>,
     /// Every structure with at least [`MIN_SLICES`] slices along [`Axis::K`].
-    pub structures: Vec<Structure>,
+    pub structures: Vec<LabelledStructure>,
 }
 
 /// Structures present on fewer slices than this are not used for training.
@@ -70,7 +70,7 @@ impl TrainVolume {
             for (label, _) in labels.label_counts() {
                 let slices = slices_with_label(labels, Axis::K, label);
                 if slices.len() >= MIN_SLICES {
-                    structures.push(Structure {
+                    structures.push(LabelledStructure {
                         map,
                         label,
                         key: format!("{dataset}/{role}/{label}"),
@@ -95,19 +95,29 @@ pub fn load_volumes(
     root: &Path,
     max_cases: Option<usize>,
     on_case: &mut dyn FnMut(usize, usize),
-) -> anyhow::Result<Vec<TrainVolume>> {
-    let cases = discover_cases(root).with_context(|| format!("cannot list {}", root.display()))?;
+) -> Result<Vec<TrainVolume>, TrainError> {
+    let cases = discover_cases(root).map_err(TrainError::io("list", root))?;
     let total = cases.len().min(max_cases.unwrap_or(usize::MAX));
     let mut out = Vec::with_capacity(total);
     for (n, case) in cases.into_iter().take(total).enumerate() {
         on_case(n, total);
         let volume = crate::io::open_volume(&case.image)
-            .with_context(|| format!("reading case {}", case.name))?
+            .map_err(|source| TrainError::Case {
+                case: case.name.clone(),
+                what: "the image".into(),
+                source,
+            })?
             .volume;
         let mut maps = Vec::new();
         for source in &case.labels {
-            let labels = crate::io::read_label_map(&source.path, volume.geometry())
-                .with_context(|| format!("reading {} labels of case {}", source.role, case.name))?;
+            let labels =
+                crate::io::read_label_map(&source.path, volume.geometry()).map_err(|e| {
+                    TrainError::Case {
+                        case: case.name.clone(),
+                        what: format!("the {} labels", source.role),
+                        source: e,
+                    }
+                })?;
             maps.push((source.role.clone(), labels));
         }
         out.push(TrainVolume::new(case.dataset, case.name, volume, maps));

@@ -15,7 +15,7 @@ use rand::RngExt;
 use rand::rngs::StdRng;
 
 use super::augment::{AugmentConfig, TaskAugment, augment_in_task};
-use super::data::{Structure, TrainVolume};
+use super::data::{LabelledStructure, TrainVolume};
 use crate::engine::preprocess::{RoiMode, mask_input, model_input, support_region};
 use crate::volume::{Axis, Image2D, Region};
 
@@ -82,7 +82,7 @@ pub fn spread_slices(slices: &[usize], count: usize, rng: &mut StdRng) -> Vec<us
 /// Everything needed to crop and normalise slices of one volume for one structure.
 struct View<'a> {
     tv: &'a TrainVolume,
-    structure: &'a Structure,
+    structure: &'a LabelledStructure,
 }
 
 impl View<'_> {

@@ -20,19 +20,98 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Context as _;
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::{log_sigmoid, sigmoid};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Model, ModelConfig};
+use crate::io::LoadError;
+use crate::model::{Model, ModelConfig, WeightsError};
 use crate::volume::Image2D;
 use data::TrainVolume;
 use episode::{Episode, EpisodeConfig, sample_episode};
+
+/// Why training (or loading its data) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A file or folder of the run could not be read or written.
+    #[error("could not {action} ({source}): {}", path.display())]
+    Io {
+        /// What was being done: "create", "list", "open", "read" or "write".
+        action: &'static str,
+        /// The run folder, one of its files, or a data folder.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// `state.json` of the run folder is not what this build writes.
+    #[error("the run's state.json is damaged ({source}); start a new run folder: {}", path.display())]
+    DamagedState {
+        /// The run's `state.json`.
+        path: PathBuf,
+        /// The parser's message.
+        source: serde_json::Error,
+    },
+    /// Weights could not be loaded to resume or saved at a checkpoint.
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    /// The AdamW state could not be loaded or saved.
+    #[error("cannot {action} the optimiser state ({reason}): {}", path.display())]
+    Optimizer {
+        /// "load" or "save".
+        action: &'static str,
+        /// burn's message.
+        reason: String,
+        /// The run's `optimizer.bin`.
+        path: PathBuf,
+    },
+    /// A training case could not be read.
+    #[error("reading {what} of case {case}: {source}")]
+    Case {
+        /// The case name.
+        case: String,
+        /// "the image" or "the <role> labels".
+        what: String,
+        /// The loader's error (it names the file).
+        source: LoadError,
+    },
+    /// No episode could be drawn for a step.
+    #[error("no training episode could be drawn: the data holds no usable structure")]
+    NoEpisodes,
+    /// The loss became infinite or NaN.
+    #[error("the training loss diverged at step {step} ({loss}); lower the learning rate")]
+    Diverged {
+        /// The step whose loss diverged.
+        step: usize,
+        /// Its loss (infinite or NaN).
+        loss: f64,
+    },
+}
+
+impl TrainError {
+    /// Maps an I/O error on `path` while doing `action`.
+    fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.to_path_buf();
+        move |source| Self::Io {
+            action,
+            path,
+            source,
+        }
+    }
+
+    /// Maps burn's error on the optimiser state at `path` while doing `action`.
+    fn optimizer<E: std::fmt::Debug>(action: &'static str, path: &Path) -> impl FnOnce(E) -> Self {
+        let path = path.to_path_buf();
+        move |e| Self::Optimizer {
+            action,
+            reason: format!("{e:?}"),
+            path,
+        }
+    }
+}
 
 /// Everything that defines a training run (saved with every checkpoint).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -338,8 +417,9 @@ impl RunFiles {
     }
 }
 
-/// Options of one training session.
-pub struct Session<'a> {
+/// One session of a training run: where the run lives, how long to go on, the device,
+/// and whom to tell about progress. A run may span several sessions (resume).
+pub struct TrainingRun<'a> {
     /// The run folder (created; resumed from when it holds a checkpoint and `resume`).
     pub dir: PathBuf,
     /// Continue from the folder's checkpoint.
@@ -455,154 +535,254 @@ pub fn train(
     config: TrainConfig,
     data: &TrainingData,
     validation: &[Episode],
-    session: Session<'_>,
-) -> anyhow::Result<TrainState> {
-    let files = RunFiles::new(&session.dir);
-    std::fs::create_dir_all(&session.dir)
-        .with_context(|| format!("cannot create {}", session.dir.display()))?;
-    let device = session.device.clone().autodiff();
-    let mut optim = AdamWConfig::new()
+    run: TrainingRun<'_>,
+) -> Result<TrainState, TrainError> {
+    let files = RunFiles::new(&run.dir);
+    std::fs::create_dir_all(&run.dir).map_err(TrainError::io("create", &run.dir))?;
+    let device = run.device.clone().autodiff();
+    let optim = AdamWConfig::new()
         .with_weight_decay(config.weight_decay as f32)
         .init();
-    let (mut model, mut state) = if session.resume && files.state.exists() {
-        let text = std::fs::read_to_string(&files.state)?;
-        let state: TrainState =
-            serde_json::from_str(&text).context("the run's state.json is damaged")?;
-        let model = Model::load_weights(&state.config.model, &files.latest, &device)
-            .context("cannot load the run's latest weights")?;
-        if files.optimizer.exists() {
-            optim = optim
-                .load(&files.optimizer)
-                .map_err(|e| anyhow::anyhow!("cannot load the optimiser state: {e:?}"))?;
-        }
-        // The stored configuration wins, except for the length of the run and the
-        // episodes per step (a bigger device takes bigger steps).
-        let mut state = state;
-        state.config.steps = config.steps;
-        state.config.episodes_per_step = config.episodes_per_step;
-        for d in &config.data {
-            if !state.config.data.contains(d) {
-                state.config.data.push(d.clone());
+    let (mut model, mut optim, mut state) = if run.resume && files.state.exists() {
+        resume(config, &files, &device, optim)?
+    } else {
+        (config.model.init(&device), optim, TrainState::new(config))
+    };
+    state.devices.push(run.device_name.clone());
+    let cfg = state.config.clone();
+    let mut log = RunLog::open(&files.log)?;
+    let mut clock = Clock {
+        started: Instant::now(),
+        wall_before: state.wall_seconds,
+        episodes_done: 0,
+    };
+    let first_episode = (state.step * cfg.episodes_per_step) as u64;
+    let model = std::thread::scope(|scope| -> Result<Model, TrainError> {
+        let mut prefetch = Prefetch::start(scope, data, &cfg, first_episode);
+        while state.step < cfg.steps && !run.out_of_time(&clock) {
+            let report;
+            (model, report) = optimiser_step(
+                model,
+                &mut optim,
+                &mut prefetch,
+                &cfg,
+                &mut state,
+                &device,
+                &mut clock,
+            )?;
+            (run.on_step)(&report);
+            log.append(&report)?;
+            let validate_now =
+                state.step.is_multiple_of(cfg.validate_every) || state.step == cfg.steps;
+            if validate_now && !validation.is_empty() {
+                let (v, best) = validate_and_keep_best(
+                    &model,
+                    validation,
+                    &run.device,
+                    &mut state,
+                    &files,
+                    &mut log,
+                )?;
+                (run.on_validation)(&v, best);
+            }
+            if state.step.is_multiple_of(run.checkpoint_every) || validate_now {
+                checkpoint(&files, &model, &optim, &state)?;
             }
         }
-        (model, state)
-    } else {
-        let model = config.model.init(&device);
-        let state = TrainState {
-            config: config.clone(),
+        Ok(model)
+    })?;
+    checkpoint(&files, &model, &optim, &state)?;
+    Ok(state)
+}
+
+impl TrainState {
+    /// The state of a run that has not taken a step yet.
+    fn new(config: TrainConfig) -> Self {
+        Self {
+            config,
             step: 0,
             loss_avg: f64::NAN,
             validations: Vec::new(),
             best_step: None,
             wall_seconds: 0.0,
             devices: Vec::new(),
-        };
-        (model, state)
-    };
-    state.devices.push(session.device_name.clone());
-    let cfg = state.config.clone();
-    let started = Instant::now();
-    let wall_before = state.wall_seconds;
-    let mut episodes_done = 0usize;
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&files.log)?;
-    let checkpoint = |model: &Model,
-                      optim: &burn::optim::ModuleOptimizer,
-                      state: &TrainState|
-     -> anyhow::Result<()> {
-        model.save_weights(&files.latest)?;
-        optim
-            .save(&files.optimizer)
-            .map_err(|e| anyhow::anyhow!("cannot save the optimiser state: {e:?}"))?;
-        crate::io::write_atomic(&files.state, &serde_json::to_vec_pretty(state)?)?;
-        Ok(())
-    };
-    let first_episode = (state.step * cfg.episodes_per_step) as u64;
-    let model = std::thread::scope(|scope| -> anyhow::Result<Model> {
-        let mut prefetch = Prefetch::start(scope, data, &cfg, first_episode);
-        while state.step < cfg.steps {
-            if session
-                .time_limit_s
-                .is_some_and(|t| started.elapsed().as_secs_f64() > t)
-            {
-                break;
-            }
-            let step = state.step;
-            model.set_top_k0(cfg.top_k0_at(step));
-            let mut total: Option<Tensor<1>> = None;
-            for e in 0..cfg.episodes_per_step {
-                let n = (step * cfg.episodes_per_step + e) as u64;
-                let Some(ep) = prefetch.take(n) else {
-                    continue;
-                };
-                let (loss, _) = episode_loss(&model, &ep, &device);
-                total = Some(match total {
-                    Some(t) => t + loss,
-                    None => loss,
-                });
-                episodes_done += 1;
-            }
-            let Some(total) = total else {
-                return Err(anyhow::anyhow!(
-                    "no training episode could be drawn: the data holds no usable structure"
-                ));
-            };
-            let loss = total / cfg.episodes_per_step as f64;
-            let loss_value = loss.clone().inner().into_scalar::<f32>() as f64;
-            anyhow::ensure!(
-                loss_value.is_finite(),
-                "the training loss diverged at step {step} ({loss_value})"
-            );
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            let lr = cfg.learning_rate_at(step);
-            model = optim.step(lr, model, grads);
-            model = model.ema_update(cfg.ema_mu);
-            state.step += 1;
-            state.loss_avg = if state.loss_avg.is_finite() {
-                0.98 * state.loss_avg + 0.02 * loss_value
-            } else {
-                loss_value
-            };
-            state.wall_seconds = wall_before + started.elapsed().as_secs_f64();
-            let report = StepReport {
-                step: state.step,
-                steps: cfg.steps,
-                loss: loss_value,
-                loss_avg: state.loss_avg,
-                learning_rate: lr,
-                episodes_per_second: episodes_done as f64
-                    / started.elapsed().as_secs_f64().max(1e-9),
-            };
-            (session.on_step)(&report);
-            use std::io::Write as _;
-            writeln!(log, "{}", serde_json::to_string(&report)?)?;
-            let validate_now =
-                state.step.is_multiple_of(cfg.validate_every) || state.step == cfg.steps;
-            if validate_now && !validation.is_empty() {
-                let v = validate(&model.valid(), validation, &session.device, state.step);
-                let best = state.validations.iter().all(|old| v.score() > old.score());
-                writeln!(
-                    log,
-                    "{}",
-                    serde_json::json!({ "validation": &v, "best": best })
-                )?;
-                state.validations.push(v.clone());
-                if best {
-                    state.best_step = Some(state.step);
-                    model.save_weights(&files.best)?;
-                }
-                (session.on_validation)(&v, best);
-            }
-            if state.step.is_multiple_of(session.checkpoint_every) || validate_now {
-                checkpoint(&model, &optim, &state)?;
-            }
         }
-        Ok(model)
-    })?;
-    checkpoint(&model, &optim, &state)?;
-    Ok(state)
+    }
+}
+
+impl TrainingRun<'_> {
+    fn out_of_time(&self, clock: &Clock) -> bool {
+        self.time_limit_s
+            .is_some_and(|t| clock.started.elapsed().as_secs_f64() > t)
+    }
+}
+
+/// Wall time and episodes of this training session.
+struct Clock {
+    started: Instant,
+    /// Wall time of earlier sessions of the run, seconds.
+    wall_before: f64,
+    episodes_done: usize,
+}
+
+/// `log.jsonl`, appended to.
+struct RunLog {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl RunLog {
+    fn open(path: &Path) -> Result<Self, TrainError> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(TrainError::io("open", path))?;
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Appends `record` as one line of JSON.
+    fn append(&mut self, record: &impl Serialize) -> Result<(), TrainError> {
+        use std::io::Write as _;
+        serde_json::to_string(record)
+            .map_err(std::io::Error::other)
+            .and_then(|line| writeln!(self.file, "{line}"))
+            .map_err(TrainError::io("write", &self.path))
+    }
+}
+
+/// Reads a run folder's state, latest weights and optimiser state. The stored
+/// configuration wins, except for the length of the run and the episodes per step (a
+/// bigger device takes bigger steps); data folders new to the run are added to it.
+fn resume(
+    config: TrainConfig,
+    files: &RunFiles,
+    device: &Device,
+    optim: ModuleOptimizer,
+) -> Result<(Model, ModuleOptimizer, TrainState), TrainError> {
+    let text =
+        std::fs::read_to_string(&files.state).map_err(TrainError::io("read", &files.state))?;
+    let mut state: TrainState =
+        serde_json::from_str(&text).map_err(|source| TrainError::DamagedState {
+            path: files.state.clone(),
+            source,
+        })?;
+    let model = Model::load_weights(&state.config.model, &files.latest, device)?;
+    let optim = if files.optimizer.exists() {
+        optim
+            .load(&files.optimizer)
+            .map_err(TrainError::optimizer("load", &files.optimizer))?
+    } else {
+        optim
+    };
+    state.config.steps = config.steps;
+    state.config.episodes_per_step = config.episodes_per_step;
+    for d in &config.data {
+        if !state.config.data.contains(d) {
+            state.config.data.push(d.clone());
+        }
+    }
+    Ok((model, optim, state))
+}
+
+/// One optimiser step on the next `episodes_per_step` episodes: their mean loss, its
+/// gradients, AdamW at the scheduled rate and the EMA twin's update. Advances `state`
+/// and reports the step.
+fn optimiser_step(
+    mut model: Model,
+    optim: &mut ModuleOptimizer,
+    prefetch: &mut Prefetch,
+    cfg: &TrainConfig,
+    state: &mut TrainState,
+    device: &Device,
+    clock: &mut Clock,
+) -> Result<(Model, StepReport), TrainError> {
+    let step = state.step;
+    model.set_top_k0(cfg.top_k0_at(step));
+    let mut total: Option<Tensor<1>> = None;
+    for e in 0..cfg.episodes_per_step {
+        let n = (step * cfg.episodes_per_step + e) as u64;
+        let Some(ep) = prefetch.take(n) else {
+            continue;
+        };
+        let (loss, _) = episode_loss(&model, &ep, device);
+        total = Some(match total {
+            Some(t) => t + loss,
+            None => loss,
+        });
+        clock.episodes_done += 1;
+    }
+    let total = total.ok_or(TrainError::NoEpisodes)?;
+    let loss = total / cfg.episodes_per_step as f64;
+    let loss_value = loss.clone().inner().into_scalar::<f32>() as f64;
+    if !loss_value.is_finite() {
+        return Err(TrainError::Diverged {
+            step,
+            loss: loss_value,
+        });
+    }
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let lr = cfg.learning_rate_at(step);
+    let model = optim.step(lr, model, grads).ema_update(cfg.ema_mu);
+    state.step += 1;
+    state.loss_avg = if state.loss_avg.is_finite() {
+        0.98 * state.loss_avg + 0.02 * loss_value
+    } else {
+        loss_value
+    };
+    let elapsed = clock.started.elapsed().as_secs_f64();
+    state.wall_seconds = clock.wall_before + elapsed;
+    let report = StepReport {
+        step: state.step,
+        steps: cfg.steps,
+        loss: loss_value,
+        loss_avg: state.loss_avg,
+        learning_rate: lr,
+        episodes_per_second: clock.episodes_done as f64 / elapsed.max(1e-9),
+    };
+    Ok((model, report))
+}
+
+/// Validates the model after a step and logs the result; a best score so far is
+/// recorded and its weights saved as `best.bpk`. Returns the validation and whether it
+/// is the best.
+fn validate_and_keep_best(
+    model: &Model,
+    validation: &[Episode],
+    device: &Device,
+    state: &mut TrainState,
+    files: &RunFiles,
+    log: &mut RunLog,
+) -> Result<(Validation, bool), TrainError> {
+    let v = validate(&model.valid(), validation, device, state.step);
+    let best = state.validations.iter().all(|old| v.score() > old.score());
+    log.append(&serde_json::json!({ "validation": &v, "best": best }))?;
+    state.validations.push(v.clone());
+    if best {
+        state.best_step = Some(state.step);
+        model.save_weights(&files.best)?;
+    }
+    Ok((v, best))
+}
+
+/// Saves what a resumed run needs: the latest weights, the optimiser and the state.
+fn checkpoint(
+    files: &RunFiles,
+    model: &Model,
+    optim: &ModuleOptimizer,
+    state: &TrainState,
+) -> Result<(), TrainError> {
+    model.save_weights(&files.latest)?;
+    optim
+        .save(&files.optimizer)
+        .map_err(TrainError::optimizer("save", &files.optimizer))?;
+    serde_json::to_vec_pretty(state)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| crate::io::write_atomic(&files.state, &bytes))
+        .map_err(TrainError::io("write", &files.state))
 }
 
 #[cfg(test)]
@@ -706,7 +886,7 @@ mod tests {
                 c,
                 &data,
                 &validation,
-                Session {
+                TrainingRun {
                     dir: dir.path().to_path_buf(),
                     resume,
                     time_limit_s: None,

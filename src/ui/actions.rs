@@ -4,13 +4,13 @@
 
 use std::path::PathBuf;
 
+use crate::display::view::Camera;
+use crate::display::{CtPreset, WindowLevel};
+use crate::session::IntensityRange;
 use crate::volume::{Axis, LabelValue};
 
 use super::document::LabelFormat;
 use super::propagation::StageChoice;
-use super::state::BrushSettings;
-use super::view::Camera;
-use super::window::{CtPreset, WindowLevel};
 
 /// Editing and viewing tools.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -70,6 +70,22 @@ impl Tool {
         matches!(self, Self::Brush | Self::Eraser | Self::Lasso)
     }
 }
+
+/// Brush and eraser settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BrushSettings {
+    /// Radius in millimetres (round on anisotropic pixels).
+    pub radius_mm: f32,
+    /// Paint only voxels inside `range`.
+    pub limit_to_range: bool,
+    /// The intensity range for `limit_to_range`.
+    pub range: IntensityRange,
+    /// Whether painting may take voxels from other structures.
+    pub overwrite_others: bool,
+}
+
+/// Brush radius limits in millimetres.
+pub const BRUSH_RADIUS_MM: std::ops::RangeInclusive<f32> = 0.5..=100.0;
 
 /// Which views are shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,15 +6,17 @@ use std::time::{Duration, Instant};
 
 use eframe::egui::{self, Key, KeyboardShortcut, Modifiers};
 
+use crate::display::view::axes_in_display_order;
+use crate::session::RecoveryFile;
 use crate::volume::Axis;
 
 use super::actions::{Action, Layout, Tool};
 use super::explain::explain_panel_ui;
+use super::notice::{Level, Waker};
 use super::painter::ViewPainter;
 use super::panels::{save_format_ui, side_panel_ui, status_bar_ui, top_bar_ui};
 use super::slice_view::{Readout, ViewContext, slice_view_ui};
-use super::state::{AppConfig, AppState, Level, QuitState};
-use super::view::axes_in_display_order;
+use super::state::{AppConfig, AppState, QuitState, SaveDialog, SeriesChoice};
 
 /// The ICSeg desktop application.
 pub struct IcsegApp {
@@ -41,7 +43,7 @@ impl IcsegApp {
     }
 
     /// Creates the app with a custom waker.
-    pub fn with_waker(config: AppConfig, waker: super::state::Waker) -> Self {
+    pub fn with_waker(config: AppConfig, waker: Waker) -> Self {
         let force_cpu = std::env::var_os("ICSEG_CPU_RENDER").is_some();
         Self {
             state: AppState::new(config, waker),
@@ -180,158 +182,52 @@ impl IcsegApp {
         actions
     }
 
+    /// The modal dialogs the state asks for (recovery, series choice, save, replace,
+    /// quit) and the window of unread problems.
     fn dialogs(&mut self, ctx: &egui::Context) -> Vec<Action> {
-        let mut actions = Vec::new();
         let state = &mut self.state;
+        let mut actions = Vec::new();
         if !state.recovery_offers.is_empty() {
-            egui::Modal::new(egui::Id::unique("recovery")).show(ctx, |ui| {
-                ui.heading("Restore unsaved work?");
-                ui.label("ICSeg did not shut down cleanly last time. Its autosaved work can be restored:");
-                for (n, offer) in state.recovery_offers.iter().enumerate() {
-                    let age = offer
-                        .modified
-                        .and_then(|m| m.elapsed().ok())
-                        .map_or("unknown time".into(), format_age);
-                    ui.horizontal(|ui| {
-                        ui.label(format!("autosaved {age} ago"));
-                        if ui.button("Restore").clicked() {
-                            actions.push(Action::RestoreRecovery(n));
-                        }
-                        if ui.button("Discard").clicked() {
-                            actions.push(Action::DiscardRecovery(n));
-                        }
-                    });
-                }
-            });
+            actions.extend(recovery_dialog(ctx, &state.recovery_offers));
         }
         if let Some(choice) = &state.series_choice {
-            let mut close = false;
-            egui::Modal::new(egui::Id::unique("series")).show(ctx, |ui| {
-                ui.heading("Choose a series");
-                ui.label("This folder holds several image series:");
-                for s in choice
-                    .series
-                    .iter()
-                    .filter(|s| s.kind == crate::io::dicom::SeriesKind::Image)
-                {
-                    let text = format!(
-                        "#{} {} {} — {} slices of {}×{}",
-                        s.series_number.map_or("?".into(), |n| n.to_string()),
-                        s.modality,
-                        s.description,
-                        s.slices,
-                        s.columns,
-                        s.rows
-                    );
-                    if ui.button(text).clicked() {
-                        actions.push(Action::OpenSeries {
-                            path: choice.path.clone(),
-                            series_uid: s.series_instance_uid.clone(),
-                        });
-                    }
-                }
-                if ui.button("Cancel").clicked() {
-                    close = true;
-                }
-            });
-            if close {
+            let (chosen, cancelled) = series_dialog(ctx, choice);
+            actions.extend(chosen);
+            if cancelled {
                 state.series_choice = None;
             }
         }
         if let Some(dialog) = &mut state.save_dialog {
             let dicom = state.doc.as_ref().is_some_and(|d| d.is_dicom());
-            egui::Modal::new(egui::Id::unique("save")).show(ctx, |ui| {
-                ui.heading("Save labels");
-                save_format_ui(ui, &mut dialog.format, dicom);
-                ui.horizontal(|ui| {
-                    ui.label("File:");
-                    ui.add(egui::TextEdit::singleline(&mut dialog.path).desired_width(420.0));
-                    if ui.button("Browse…").clicked()
-                        && let Some(p) = rfd::FileDialog::new()
-                            .set_file_name(&dialog.path)
-                            .save_file()
-                    {
-                        dialog.path = p.display().to_string();
-                    }
-                });
-                ui.label("A session file (.icseg) with the slice states is written beside it.");
-                ui.horizontal(|ui| {
-                    if ui.button("Save").clicked() {
-                        actions.push(Action::SaveTo {
-                            path: dialog.path.clone().into(),
-                            format: dialog.format,
-                        });
-                    }
-                    if ui.button("Cancel").clicked() {
-                        actions.push(Action::CloseSaveDialog);
-                    }
-                });
-            });
+            actions.extend(save_dialog(ctx, dialog, dicom));
         }
         if state.pending_replace.is_some() {
-            egui::Modal::new(egui::Id::unique("replace")).show(ctx, |ui| {
-                ui.heading("Replace unsaved annotations?");
-                ui.label(
-                    "This replaces the current annotations, which have changes that are not saved.",
-                );
-                ui.horizontal(|ui| {
-                    if ui.button("Save first").clicked() {
-                        actions.push(Action::CancelReplace);
-                        actions.push(Action::Save);
-                    }
-                    if ui.button("Discard and continue").clicked() {
-                        actions.push(Action::ReplaceDiscarding);
-                    }
-                    if ui.button("Cancel").clicked() {
-                        actions.push(Action::CancelReplace);
-                    }
-                });
-            });
+            actions.extend(confirm_dialog(
+                ctx,
+                "replace",
+                "Replace unsaved annotations?",
+                "This replaces the current annotations, which have changes that are not saved.",
+                [
+                    ("Save first", &[Action::CancelReplace, Action::Save]),
+                    ("Discard and continue", &[Action::ReplaceDiscarding]),
+                    ("Cancel", &[Action::CancelReplace]),
+                ],
+            ));
         }
         if state.quit == QuitState::Asking {
-            egui::Modal::new(egui::Id::unique("quit")).show(ctx, |ui| {
-                ui.heading("Save changes before quitting?");
-                ui.label("The annotations have changes that are not saved.");
-                ui.horizontal(|ui| {
-                    if ui.button("Save").clicked() {
-                        actions.push(Action::CancelQuit);
-                        actions.push(Action::Save);
-                    }
-                    if ui.button("Quit without saving").clicked() {
-                        actions.push(Action::QuitDiscarding);
-                    }
-                    if ui.button("Cancel").clicked() {
-                        actions.push(Action::CancelQuit);
-                    }
-                });
-            });
+            actions.extend(confirm_dialog(
+                ctx,
+                "quit",
+                "Save changes before quitting?",
+                "The annotations have changes that are not saved.",
+                [
+                    ("Save", &[Action::CancelQuit, Action::Save]),
+                    ("Quit without saving", &[Action::QuitDiscarding]),
+                    ("Cancel", &[Action::CancelQuit]),
+                ],
+            ));
         }
-        let problems: Vec<(usize, String, Level)> = state
-            .problems()
-            .map(|(n, p)| (n, p.text.clone(), p.level))
-            .collect();
-        if !problems.is_empty() {
-            egui::Window::new("Messages")
-                .anchor(egui::Align2::RIGHT_BOTTOM, egui::vec2(-10.0, -40.0))
-                .resizable(false)
-                .collapsible(true)
-                .show(ctx, |ui| {
-                    for (n, text, level) in problems.iter().rev().take(5) {
-                        ui.horizontal(|ui| {
-                            let colour = match level {
-                                Level::Error => egui::Color32::from_rgb(255, 120, 100),
-                                _ => egui::Color32::from_rgb(255, 200, 90),
-                            };
-                            ui.add(
-                                egui::Label::new(egui::RichText::new(text).color(colour)).wrap(),
-                            );
-                            if ui.small_button("Dismiss").clicked() {
-                                actions.push(Action::DismissNotice(*n));
-                            }
-                        });
-                    }
-                });
-        }
+        actions.extend(messages_window(ctx, state));
         actions
     }
 
@@ -392,6 +288,154 @@ impl IcsegApp {
         self.focus_axis = focus;
         actions
     }
+}
+
+/// Offers the recovery files of a run that did not shut down cleanly.
+fn recovery_dialog(ctx: &egui::Context, offers: &[RecoveryFile]) -> Vec<Action> {
+    let mut actions = Vec::new();
+    egui::Modal::new(egui::Id::unique("recovery")).show(ctx, |ui| {
+        ui.heading("Restore unsaved work?");
+        ui.label("ICSeg did not shut down cleanly last time. Its autosaved work can be restored:");
+        for (n, offer) in offers.iter().enumerate() {
+            let age = offer
+                .modified
+                .and_then(|m| m.elapsed().ok())
+                .map_or("unknown time".into(), format_age);
+            ui.horizontal(|ui| {
+                ui.label(format!("autosaved {age} ago"));
+                if ui.button("Restore").clicked() {
+                    actions.push(Action::RestoreRecovery(n));
+                }
+                if ui.button("Discard").clicked() {
+                    actions.push(Action::DiscardRecovery(n));
+                }
+            });
+        }
+    });
+    actions
+}
+
+/// Lets the user pick one image series of a DICOM folder; also says whether the
+/// dialog was cancelled.
+fn series_dialog(ctx: &egui::Context, choice: &SeriesChoice) -> (Vec<Action>, bool) {
+    let mut actions = Vec::new();
+    let mut cancelled = false;
+    egui::Modal::new(egui::Id::unique("series")).show(ctx, |ui| {
+        ui.heading("Choose a series");
+        ui.label("This folder holds several image series:");
+        for s in choice
+            .series
+            .iter()
+            .filter(|s| s.kind == crate::io::dicom::SeriesKind::Image)
+        {
+            let text = format!(
+                "#{} {} {} — {} slices of {}×{}",
+                s.series_number.map_or("?".into(), |n| n.to_string()),
+                s.modality,
+                s.description,
+                s.slices,
+                s.columns,
+                s.rows
+            );
+            if ui.button(text).clicked() {
+                actions.push(Action::OpenSeries {
+                    path: choice.path.clone(),
+                    series_uid: s.series_instance_uid.clone(),
+                });
+            }
+        }
+        if ui.button("Cancel").clicked() {
+            cancelled = true;
+        }
+    });
+    (actions, cancelled)
+}
+
+/// The save dialog: format, file name (typed or browsed), Save or Cancel.
+fn save_dialog(ctx: &egui::Context, dialog: &mut SaveDialog, dicom: bool) -> Vec<Action> {
+    let mut actions = Vec::new();
+    egui::Modal::new(egui::Id::unique("save")).show(ctx, |ui| {
+        ui.heading("Save labels");
+        save_format_ui(ui, &mut dialog.format, dicom);
+        ui.horizontal(|ui| {
+            ui.label("File:");
+            ui.add(egui::TextEdit::singleline(&mut dialog.path).desired_width(420.0));
+            if ui.button("Browse…").clicked()
+                && let Some(p) = rfd::FileDialog::new()
+                    .set_file_name(&dialog.path)
+                    .save_file()
+            {
+                dialog.path = p.display().to_string();
+            }
+        });
+        ui.label("A session file (.icseg) with the slice states is written beside it.");
+        ui.horizontal(|ui| {
+            if ui.button("Save").clicked() {
+                actions.push(Action::SaveTo {
+                    path: dialog.path.clone().into(),
+                    format: dialog.format,
+                });
+            }
+            if ui.button("Cancel").clicked() {
+                actions.push(Action::CloseSaveDialog);
+            }
+        });
+    });
+    actions
+}
+
+/// A question with three answers; each button gives its actions.
+fn confirm_dialog(
+    ctx: &egui::Context,
+    id: &str,
+    heading: &str,
+    text: &str,
+    buttons: [(&str, &[Action]); 3],
+) -> Vec<Action> {
+    let mut actions = Vec::new();
+    egui::Modal::new(egui::Id::unique(id)).show(ctx, |ui| {
+        ui.heading(heading);
+        ui.label(text);
+        ui.horizontal(|ui| {
+            for (label, answer) in buttons {
+                if ui.button(label).clicked() {
+                    actions.extend_from_slice(answer);
+                }
+            }
+        });
+    });
+    actions
+}
+
+/// Errors and warnings not yet dismissed (the newest five), in a corner window.
+fn messages_window(ctx: &egui::Context, state: &AppState) -> Vec<Action> {
+    let mut actions = Vec::new();
+    let problems: Vec<(usize, String, Level)> = state
+        .problems()
+        .map(|(n, p)| (n, p.text.clone(), p.level))
+        .collect();
+    if problems.is_empty() {
+        return actions;
+    }
+    egui::Window::new("Messages")
+        .anchor(egui::Align2::RIGHT_BOTTOM, egui::vec2(-10.0, -40.0))
+        .resizable(false)
+        .collapsible(true)
+        .show(ctx, |ui| {
+            for (n, text, level) in problems.iter().rev().take(5) {
+                ui.horizontal(|ui| {
+                    let colour = match level {
+                        Level::Error => egui::Color32::from_rgb(255, 120, 100),
+                        _ => egui::Color32::from_rgb(255, 200, 90),
+                    };
+                    ui.add(egui::Label::new(egui::RichText::new(text).color(colour)).wrap());
+                    if ui.small_button("Dismiss").clicked() {
+                        actions.push(Action::DismissNotice(*n));
+                    }
+                });
+            }
+        });
+    actions
 }
 
 fn format_age(d: Duration) -> String {

@@ -8,7 +8,7 @@ use crate::io::{LoadWarning, LoadedVolume, VolumeSource};
 use crate::session::{Session, SessionFile, volume_fingerprint};
 use crate::volume::{Axis, LabelValue, Volume};
 
-use super::window::{WindowLevel, initial_window};
+use crate::display::{WindowLevel, initial_window};
 
 /// Where Ctrl+S writes, and in which format.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,6 +154,25 @@ impl Document {
     /// The current slice along the working axis.
     pub fn work_slice(&self) -> usize {
         self.cursor[self.session.axis().index()]
+    }
+
+    /// Moves the crosshair to voxel `c` (clamped to the volume).
+    pub fn set_cursor(&mut self, c: [usize; 3]) {
+        let dims = self.volume.dims();
+        self.cursor = [0, 1, 2].map(|a| c[a].min(dims[a] - 1));
+    }
+
+    /// Moves the crosshair `delta` slices along `axis` (stopping at the ends).
+    pub fn step_slice(&mut self, axis: Axis, delta: i64) {
+        let n = self.volume.dims()[axis.index()] as i64;
+        let c = &mut self.cursor[axis.index()];
+        *c = (*c as i64 + delta).clamp(0, n - 1) as usize;
+    }
+
+    /// Shows slice `index` along `axis` (clamped to the volume).
+    pub fn set_slice(&mut self, axis: Axis, index: usize) {
+        let n = self.volume.dims()[axis.index()];
+        self.cursor[axis.index()] = index.min(n - 1);
     }
 
     /// Whether the volume came from DICOM (and so can be saved as DICOM SEG).

@@ -4,12 +4,13 @@
 
 use eframe::egui::{self, Color32, Rect, Stroke, pos2, vec2};
 
+use crate::display::view::{Camera, ViewMapping, display_to_screen};
+
 use super::actions::Action;
 use super::document::Document;
 use super::painter::{HeatInput, ViewPainter};
 use super::propagation::{ExplainView, StageChoice};
 use super::render::Look;
-use super::view::{Camera, ViewMapping, display_to_screen};
 
 const STAGE_NAMES: [&str; 3] = ["1/32", "1/16", "1/8"];
 const THUMB_WIDTH: f32 = 150.0;

@@ -1,17 +1,38 @@
-//! Writing label maps in formats other than NIfTI.
+//! Writing the document's label map as NIfTI or DICOM SEG.
 
 use std::path::Path;
 
+use crate::io::SaveError;
 use crate::io::dicom::seg::{SegWriteOptions, SegmentSpec};
 
-use super::document::Document;
+use super::document::{Document, LabelFormat};
+
+/// Why the labels could not be saved.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// DICOM SEG was asked for a volume that did not come from DICOM.
+    #[error("DICOM SEG needs a volume opened from DICOM; save as NIfTI instead")]
+    NotFromDicom,
+    /// No structure has a voxel yet (a DICOM SEG needs at least one segment).
+    #[error("there is nothing to save yet: paint a structure first")]
+    NothingToSave,
+    /// The writer failed.
+    #[error(transparent)]
+    Write(#[from] SaveError),
+}
+
+/// Writes the document's label map to `path` in `format`.
+pub fn write_labels(doc: &Document, path: &Path, format: LabelFormat) -> Result<(), ExportError> {
+    match format {
+        LabelFormat::Nifti => Ok(crate::io::write_label_map(path, doc.session.labels())?),
+        LabelFormat::DicomSeg => write_seg(doc, path),
+    }
+}
 
 /// Writes the document's structures (those with at least one voxel) as a binary DICOM
 /// SEG referencing the DICOM series the volume came from.
-pub fn write_seg(doc: &Document, path: &Path) -> Result<(), String> {
-    let source = doc.source.dicom().ok_or_else(|| {
-        "DICOM SEG needs a volume opened from DICOM; save as NIfTI instead".to_owned()
-    })?;
+fn write_seg(doc: &Document, path: &Path) -> Result<(), ExportError> {
+    let source = doc.source.dicom().ok_or(ExportError::NotFromDicom)?;
     let present: Vec<u16> = doc
         .session
         .labels()
@@ -31,7 +52,7 @@ pub fn write_seg(doc: &Document, path: &Path) -> Result<(), String> {
         })
         .collect();
     if segments.is_empty() {
-        return Err("there is nothing to save yet: paint a structure first".into());
+        return Err(ExportError::NothingToSave);
     }
     crate::io::dicom::seg::write_seg(
         path,
@@ -39,6 +60,6 @@ pub fn write_seg(doc: &Document, path: &Path) -> Result<(), String> {
         &segments,
         Some(source),
         &SegWriteOptions::default(),
-    )
-    .map_err(|e| e.to_string())
+    )?;
+    Ok(())
 }

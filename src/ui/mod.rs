@@ -10,7 +10,8 @@
 //!   without a window.
 //! - [`app::IcsegApp`]: the `eframe::App` that lays out panels and views each frame.
 //! - [`render`]: slice rendering on the GPU (WGSL, egui-wgpu paint callbacks) with a CPU
-//!   fallback; [`view`] the display geometry shared by both; [`window`] window/level.
+//!   fallback. Window/level, colours and the display geometry of a view are
+//!   [`crate::display`]'s (shared with the command line).
 //!
 //! The UI thread never runs the network or file loading: both happen on worker threads
 //! that wake the UI when results arrive.
@@ -21,14 +22,13 @@ mod demo;
 pub mod document;
 mod explain;
 mod export;
+pub mod notice;
 pub mod painter;
 mod panels;
 pub mod propagation;
 pub mod render;
 pub mod slice_view;
 pub mod state;
-pub mod view;
-pub mod window;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -66,9 +66,9 @@ pub fn sample_path() -> Option<PathBuf> {
 /// (`ICSEG_NO_NETWORK=1` starts without it: viewing and painting only).
 pub fn default_config(open: Option<PathBuf>) -> AppConfig {
     let engine = if std::env::var_os("ICSEG_NO_NETWORK").is_some() {
-        propagation::EngineConfig { engine: None }
+        propagation::EngineSettings { engine: None }
     } else {
-        propagation::EngineConfig::default()
+        propagation::EngineSettings::default()
     };
     AppConfig {
         open: open.or_else(sample_path),

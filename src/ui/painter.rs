@@ -7,7 +7,7 @@ use eframe::egui;
 use super::document::Document;
 use super::render::gpu::{GpuSliceRenderer, HeatUpload, SliceCallback};
 use super::render::{Heatmap, Look, cpu};
-use super::view::ViewMapping;
+use crate::display::view::ViewMapping;
 
 /// Which renderer draws the slices.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,16 +5,16 @@ use std::time::Instant;
 
 use eframe::egui::{self, Color32};
 
+use crate::display::view::{axes_in_display_order, plane_of};
+use crate::display::{CtPreset, WindowLevel};
 use crate::session::SliceState;
 
-use super::actions::{Action, Layout, Tool};
-use super::document::LabelFormat;
+use super::actions::{Action, BRUSH_RADIUS_MM, Layout, Tool};
+use super::document::{Document, LabelFormat};
 use super::painter::Backend;
 use super::propagation::DEFAULT_SUPPORT_SIZE;
 use super::slice_view::{Readout, state_colour, state_name};
-use super::state::{AppState, BRUSH_RADIUS_MM};
-use super::view::{axes_in_display_order, plane_of};
-use super::window::{CtPreset, WindowLevel};
+use super::state::AppState;
 
 /// The menu bar and toolbar.
 pub fn top_bar_ui(ui: &mut egui::Ui, state: &AppState) -> Vec<Action> {
@@ -156,11 +156,23 @@ fn pick_file() -> Option<std::path::PathBuf> {
 
 /// The side panel: structures, tool settings, propagation and review.
 pub fn side_panel_ui(ui: &mut egui::Ui, state: &AppState) -> Vec<Action> {
-    let mut actions = Vec::new();
     let Some(doc) = &state.doc else {
         ui.label("Open a NIfTI file or DICOM folder (File menu), or drop it on the window.");
-        return actions;
+        return Vec::new();
     };
+    let mut actions = structures_ui(ui, doc);
+    ui.separator();
+    actions.extend(brush_ui(ui, state, doc));
+    ui.separator();
+    actions.extend(propagate_ui(ui, state));
+    ui.separator();
+    actions.extend(review_ui(ui, doc));
+    actions
+}
+
+/// The structure list: colour, visibility, name, opacity; the active one highlighted.
+fn structures_ui(ui: &mut egui::Ui, doc: &Document) -> Vec<Action> {
+    let mut actions = Vec::new();
     ui.heading("Structures");
     for st in doc.session.structures() {
         let v = st.value;
@@ -208,8 +220,12 @@ pub fn side_panel_ui(ui: &mut egui::Ui, state: &AppState) -> Vec<Action> {
     if ui.button("+ Add structure").clicked() {
         actions.push(Action::AddStructure);
     }
-    ui.separator();
+    actions
+}
 
+/// Brush radius, intensity range and overwrite settings.
+fn brush_ui(ui: &mut egui::Ui, state: &AppState, doc: &Document) -> Vec<Action> {
+    let mut actions = Vec::new();
     ui.heading("Brush");
     let mut radius = state.brush.radius_mm;
     if ui
@@ -252,8 +268,13 @@ pub fn side_panel_ui(ui: &mut egui::Ui, state: &AppState) -> Vec<Action> {
     if changed {
         actions.push(Action::SetBrush(brush));
     }
-    ui.separator();
+    actions
+}
 
+/// Propagate and cancel, the range of slices and the support size; why the network is
+/// unavailable, when it is.
+fn propagate_ui(ui: &mut egui::Ui, state: &AppState) -> Vec<Action> {
+    let mut actions = Vec::new();
     ui.heading("Propagate");
     let running = state.propagation.run().is_some();
     ui.horizontal(|ui| {
@@ -315,8 +336,12 @@ pub fn side_panel_ui(ui: &mut egui::Ui, state: &AppState) -> Vec<Action> {
     if let Some(f) = state.propagation.failure() {
         ui.colored_label(Color32::from_rgb(255, 140, 100), f);
     }
-    ui.separator();
+    actions
+}
 
+/// Review buttons and the active structure's slice counts, support set and uncertainty.
+fn review_ui(ui: &mut egui::Ui, doc: &Document) -> Vec<Action> {
+    let mut actions = Vec::new();
     ui.heading("Review");
     ui.horizontal(|ui| {
         if ui

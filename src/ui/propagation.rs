@@ -12,22 +12,22 @@ use crate::session::PropagationPlan;
 use crate::volume::LabelValue;
 
 use super::document::Document;
+use super::notice::{Level, Waker};
 use super::render::Heatmap;
-use super::state::{Level, Waker};
 
 /// Support slices per query the app starts with: the most the paper evaluates its
 /// retrieval with (Table 3), and on a CPU the attention cost of a query grows with it.
 pub const DEFAULT_SUPPORT_SIZE: usize = 8;
 
-/// Engine settings for the app.
+/// Whether and how the app starts the inference engine.
 #[derive(Clone, Debug)]
-pub struct EngineConfig {
+pub struct EngineSettings {
     /// Passed to [`Engine::start`]; `None` runs without a network (viewing and painting
     /// only).
     pub engine: Option<engine::EngineConfig>,
 }
 
-impl Default for EngineConfig {
+impl Default for EngineSettings {
     fn default() -> Self {
         Self {
             engine: Some(engine::EngineConfig::default()),
@@ -221,7 +221,7 @@ pub struct Propagation {
 
 impl Propagation {
     /// Starts the engine's worker (it loads the model in the background).
-    pub fn new(config: &EngineConfig, waker: Waker) -> Self {
+    pub fn new(config: &EngineSettings, waker: Waker) -> Self {
         let engine = config
             .engine
             .clone()

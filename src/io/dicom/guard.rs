@@ -25,9 +25,9 @@ const ITEM_END: (u16, u16) = (0xFFFE, 0xE00D);
 const SEQUENCE_END: (u16, u16) = (0xFFFE, 0xE0DD);
 const PIXEL_DATA: (u16, u16) = (0x7FE0, 0x0010);
 
-/// What the walk learnt about the file.
+/// What a completed walk learnt about the file.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Structure {
+pub struct WalkSummary {
     /// The transfer syntax UID from the file meta group.
     pub transfer_syntax: String,
     /// Whether the top-level data set has a Pixel Data element.
@@ -67,7 +67,7 @@ struct Walker<'a> {
 
 /// Checks the structure of a DICOM file (`bytes` start right after the 128-byte
 /// preamble, at `DICM`). Returns a plain-words reason when the file cannot be sound.
-pub fn check(bytes: &[u8]) -> Result<Structure, String> {
+pub fn check(bytes: &[u8]) -> Result<WalkSummary, String> {
     if bytes.len() < 4 || &bytes[..4] != b"DICM" {
         return Err("the DICOM signature is missing".into());
     }
@@ -112,7 +112,7 @@ pub fn check(bytes: &[u8]) -> Result<Structure, String> {
         _ => Encoding::ExplicitLe,
     };
     w.dataset(pos, bytes.len(), encoding, 0, true)?;
-    Ok(w.into_structure(transfer_syntax))
+    Ok(w.into_summary(transfer_syntax))
 }
 
 /// The largest inflated data set of a deflated file; deflate can expand about
@@ -120,7 +120,7 @@ pub fn check(bytes: &[u8]) -> Result<Structure, String> {
 const MAX_INFLATED_BYTES: u64 = 1 << 30;
 
 /// Inflates a deflated data set (explicit VR little endian inside) and walks it.
-fn check_deflated(deflated: &[u8], transfer_syntax: String) -> Result<Structure, String> {
+fn check_deflated(deflated: &[u8], transfer_syntax: String) -> Result<WalkSummary, String> {
     use std::io::Read;
     let mut inflated = Vec::new();
     flate2::read::DeflateDecoder::new(deflated)
@@ -137,13 +137,13 @@ fn check_deflated(deflated: &[u8], transfer_syntax: String) -> Result<Structure,
         pixel_fragments: None,
     };
     w.dataset(0, inflated.len(), Encoding::ExplicitLe, 0, true)?;
-    Ok(w.into_structure(transfer_syntax))
+    Ok(w.into_summary(transfer_syntax))
 }
 
 impl Walker<'_> {
     /// What a completed walk found.
-    fn into_structure(self, transfer_syntax: String) -> Structure {
-        Structure {
+    fn into_summary(self, transfer_syntax: String) -> WalkSummary {
+        WalkSummary {
             transfer_syntax,
             has_pixel_data: self.has_pixel_data,
             checked: true,

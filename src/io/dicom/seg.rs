@@ -26,10 +26,10 @@ use dicom::core::{DataElement, Tag, VR};
 use dicom::dictionary_std::{tags, uids};
 use dicom::object::{FileMetaTableBuilder, InMemDicomObject};
 
-use super::{
-    DicomSource, FORMAT as DICOM_FORMAT, SEGMENTATION_SOP_CLASS, floats, int, items, parse,
-    read_if_dicom, text,
+use super::header::{
+    FORMAT as DICOM_FORMAT, SEGMENTATION_SOP_CLASS, floats, int, items, parse, read_if_dicom, text,
 };
+use super::stack::DicomSource;
 use crate::io::error::{LoadError, SaveError};
 use crate::volume::{Geometry, LabelMap, LabelValue};
 

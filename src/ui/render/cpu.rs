@@ -1,10 +1,11 @@
 //! CPU fallback renderer: one RGBA image per view at voxel resolution.
 
+use crate::display::view::ViewMapping;
 use crate::session::Session;
-use crate::ui::view::ViewMapping;
 use crate::volume::{LabelValue, Volume};
 
-use super::{HEAT_OPACITY, Heatmap, Look, blend, heat_colour, is_predicted, label_lut};
+use super::{Heatmap, Look, is_predicted, label_lut};
+use crate::display::{blend, heat_over, structure_alpha};
 
 /// Stripe period of the hatching of predicted slices, in display pixels.
 const HATCH_PERIOD: usize = 4;
@@ -36,15 +37,11 @@ pub fn render(
             let Some(n) = g.linear_index(ijk) else {
                 continue;
             };
-            let grey = (look.window.apply(voxels[n]) * 255.0).round() as u8;
-            let mut rgb = [grey; 3];
+            let mut rgb = [look.window.grey(voxels[n]); 3];
             if let Some(h) = heat
                 && ijk[work] == h.slice
             {
-                let t = h.values.get(ijk[ha], ijk[hb]);
-                if t.is_finite() && t > 0.0 {
-                    rgb = blend(rgb, heat_colour(t), HEAT_OPACITY * t.min(1.0));
-                }
+                rgb = heat_over(rgb, h.values.get(ijk[ha], ijk[hb]));
             }
             if look.show_labels {
                 let l = labels[n];
@@ -52,22 +49,18 @@ pub fn render(
                     && let Some(&[r, gc, b, a]) = lut.get(l as usize)
                     && a > 0
                 {
-                    let alpha = f32::from(a) / 255.0;
                     let edge = (u > 0 && label_at(u - 1, v) != l)
                         || (u + 1 < nu && label_at(u + 1, v) != l)
                         || (v > 0 && label_at(u, v - 1) != l)
                         || (v + 1 < nv && label_at(u, v + 1) != l);
-                    let alpha = if edge {
-                        alpha.max(0.9)
-                    } else if is_predicted(session, l, ijk[work]) {
-                        if (u + v) % HATCH_PERIOD < HATCH_PERIOD / 2 {
-                            alpha
-                        } else {
-                            alpha * 0.25
-                        }
-                    } else {
-                        alpha
-                    };
+                    let mut alpha = structure_alpha(a, edge);
+                    // Hatching: stripes of full and quarter opacity inside predictions.
+                    if !edge
+                        && is_predicted(session, l, ijk[work])
+                        && (u + v) % HATCH_PERIOD >= HATCH_PERIOD / 2
+                    {
+                        alpha *= 0.25;
+                    }
                     rgb = blend(rgb, [r, gc, b], alpha);
                 }
             }
@@ -80,8 +73,8 @@ pub fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::display::{HEAT_OPACITY, WindowLevel, heat_colour};
     use crate::session::{PaintMode, PaintOp, Shape};
-    use crate::ui::window::WindowLevel;
     use crate::volume::{Axis, Geometry, Image2D, Modality};
 
     fn setup() -> (Volume, Session, LabelValue) {

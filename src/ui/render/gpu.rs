@@ -13,11 +13,12 @@ use std::sync::Arc;
 use eframe::egui;
 use eframe::egui_wgpu::{self, CallbackResources, CallbackTrait, RenderState, wgpu};
 
+use crate::display::view::ViewMapping;
 use crate::session::{Session, SliceState};
-use crate::ui::view::ViewMapping;
 use crate::volume::{Axis, Volume};
 
-use super::{HEAT_OPACITY, Heatmap, Look, label_lut};
+use super::{Heatmap, Look, label_lut};
+use crate::display::HEAT_OPACITY;
 
 const SHADER: &str = include_str!("../../../shaders/slice.wgsl");
 /// Stripe period of predicted-slice hatching, in points.

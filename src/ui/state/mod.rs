@@ -3,26 +3,23 @@
 //! background work once per frame. Both are plain code, tested without a window.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
 
+use crate::display::robust_window;
+use crate::display::view::Camera;
 use crate::io::{self, LoadError, LoadedVolume};
 use crate::session::{
     AutosaveTimer, EditError, EditKind, IntensityRange, PaintMode, PaintOp, RecoveryFile,
-    RecoveryStore, Session, SessionFile, Shape,
+    RecoveryStore, Session, SessionFile, SessionFileError, Shape,
 };
 use crate::volume::{Axis, Image2D};
 
-use super::actions::{Action, Layout, Tool};
+use super::actions::{Action, BRUSH_RADIUS_MM, BrushSettings, Layout, Tool};
 use super::document::{Document, LabelFormat, SaveTarget, session_path_for};
+use super::notice::{Level, Notice, Waker};
 use super::propagation::{DEFAULT_SUPPORT_SIZE, Propagation};
-use super::view::Camera;
-use super::window::robust_window;
-
-/// A closure that wakes the UI (egui's `request_repaint`), callable from any thread.
-pub type Waker = Arc<dyn Fn() + Send + Sync>;
 
 /// Start-up settings.
 #[derive(Clone)]
@@ -34,44 +31,8 @@ pub struct AppConfig {
     /// How often unsaved work is written to the recovery file.
     pub autosave_interval: Duration,
     /// Propagation settings (weights, device).
-    pub engine: super::propagation::EngineConfig,
+    pub engine: super::propagation::EngineSettings,
 }
-
-/// How serious a notice is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Level {
-    /// Status-bar information.
-    Info,
-    /// Shown until dismissed, but nothing failed.
-    Warning,
-    /// Something failed; shown until dismissed.
-    Error,
-}
-
-/// A message for the user.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Notice {
-    /// How serious.
-    pub level: Level,
-    /// What happened and what to do.
-    pub text: String,
-}
-
-/// Brush and eraser settings.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct BrushSettings {
-    /// Radius in millimetres (round on anisotropic pixels).
-    pub radius_mm: f32,
-    /// Paint only voxels inside `range`.
-    pub limit_to_range: bool,
-    /// The intensity range for `limit_to_range`.
-    pub range: IntensityRange,
-    /// Whether painting may take voxels from other structures.
-    pub overwrite_others: bool,
-}
-
-/// Brush radius limits in millimetres.
-pub const BRUSH_RADIUS_MM: std::ops::RangeInclusive<f32> = 0.5..=100.0;
 
 /// A brush stroke in progress.
 struct Stroke {
@@ -124,15 +85,15 @@ struct LoadJob {
 /// A series choice the user has to make.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SeriesChoice {
-    /// The folder.
+    /// The DICOM folder that was opened.
     pub path: PathBuf,
-    /// The series found.
+    /// Every series found there (the dialog offers the image series).
     pub series: Vec<io::SeriesSummary>,
 }
 
 struct AutosaveJob {
     revision: u64,
-    rx: Receiver<Result<PathBuf, String>>,
+    rx: Receiver<Result<PathBuf, SessionFileError>>,
 }
 
 /// Everything the app knows, minus egui.
@@ -141,11 +102,11 @@ pub struct AppState {
     pub config: AppConfig,
     /// The open volume, if any.
     pub doc: Option<Document>,
-    /// Current tool.
+    /// What a left click or drag on the working view does.
     pub tool: Tool,
-    /// Brush settings.
+    /// Radius, intensity range and overwriting for the brush and eraser.
     pub brush: BrushSettings,
-    /// Views shown.
+    /// One view or three.
     pub layout: Layout,
     /// Zoom/pan per view axis.
     pub cameras: [Camera; 3],
@@ -157,7 +118,7 @@ pub struct AppState {
     pub recovery_offers: Vec<RecoveryFile>,
     /// The save dialog, when open.
     pub save_dialog: Option<SaveDialog>,
-    /// Quitting.
+    /// Whether the app is running, asking about unsaved work, or may close.
     pub quit: QuitState,
     /// An action that would replace unsaved annotations (opening another volume, a
     /// session or a label map), waiting for the user's answer.
@@ -165,7 +126,7 @@ pub struct AppState {
     replace_confirmed: bool,
     /// A lasso being drawn.
     pub lasso: Option<Lasso>,
-    /// Propagation and explanation.
+    /// The link to the inference engine: the running propagation and the explanation.
     pub propagation: Propagation,
     /// Propagate only this many slices beyond the first/last support slice
     /// (`None`: the whole axis).
@@ -455,7 +416,7 @@ impl AppState {
         std::thread::Builder::new()
             .name("icseg-autosave".into())
             .spawn(move || {
-                let _ = tx.send(store.write(&file).map_err(|e| e.to_string()));
+                let _ = tx.send(store.write(&file));
                 waker();
             })
             .expect("spawning a thread");
@@ -464,73 +425,39 @@ impl AppState {
 
     // ----- actions -----
 
-    /// Carries out one action.
+    /// Carries out one action: each kind is one named step below.
     pub fn apply(&mut self, action: Action) {
         match action {
-            Action::Open(path) => {
-                if !self.ask_before_replacing(Action::Open(path.clone())) {
-                    self.start_load(LoadRequest::Volume(path), None);
-                }
-            }
-            Action::OpenDialog => match rfd::FileDialog::new().pick_file() {
-                Some(path) => self.apply(Action::Open(path)),
-                None => self.notify(
-                    Level::Info,
-                    "No file dialog is available here; drop the file on the window instead.",
-                ),
-            },
-            Action::OpenSeries { path, series_uid } => {
-                self.series_choice = None;
-                self.start_load(LoadRequest::Series { path, series_uid }, None);
-            }
-            Action::OpenSession(path) => {
-                if self.ask_before_replacing(Action::OpenSession(path.clone())) {
-                    return;
-                }
-                match SessionFile::read(&path) {
-                    Ok(file) => self.restore_session(file),
-                    Err(e) => self.notify(Level::Error, e.to_string()),
-                }
-            }
-            Action::ImportLabels(path) => {
-                if !self.ask_before_replacing(Action::ImportLabels(path.clone())) {
-                    self.import_labels(&path);
-                }
-            }
-            Action::ReplaceDiscarding => {
-                if let Some(action) = self.pending_replace.take() {
-                    self.replace_confirmed = true;
-                    self.apply(action);
-                }
-            }
+            // Files.
+            Action::Open(path) => self.open(path),
+            Action::OpenDialog => self.open_dialog(),
+            Action::OpenSeries { path, series_uid } => self.open_series(path, series_uid),
+            Action::OpenSession(path) => self.open_session(path),
+            Action::ImportLabels(path) => self.import_labels(path),
+            Action::ReplaceDiscarding => self.replace_discarding(),
             Action::CancelReplace => self.pending_replace = None,
-            Action::SetCursor(c) => {
-                if let Some(doc) = &mut self.doc {
-                    let dims = doc.volume.dims();
-                    doc.cursor = [0, 1, 2].map(|a| c[a].min(dims[a] - 1));
-                }
-            }
-            Action::StepSlice { axis, delta } => {
-                if let Some(doc) = &mut self.doc {
-                    let n = doc.volume.dims()[axis.index()] as i64;
-                    let c = &mut doc.cursor[axis.index()];
-                    *c = (*c as i64 + delta).clamp(0, n - 1) as usize;
-                }
-            }
-            Action::SetSlice { axis, index } => {
-                if let Some(doc) = &mut self.doc {
-                    let n = doc.volume.dims()[axis.index()];
-                    doc.cursor[axis.index()] = index.min(n - 1);
-                }
-            }
+            Action::Save => self.save(),
+            Action::SaveTo { path, format } => self.save_to(path, format),
+            Action::SaveSession(path) => self.save_session(&path),
+            Action::CloseSaveDialog => self.save_dialog = None,
+            Action::RestoreRecovery(n) => self.restore_recovery(n),
+            Action::DiscardRecovery(n) => self.discard_recovery(n),
+            // Navigation and display.
+            Action::SetCursor(c) => self.with_doc(|d| d.set_cursor(c)),
+            Action::StepSlice { axis, delta } => self.with_doc(|d| d.step_slice(axis, delta)),
+            Action::SetSlice { axis, index } => self.with_doc(|d| d.set_slice(axis, index)),
+            Action::SetLayout(l) => self.layout = l,
+            Action::SetCamera { axis, camera } => self.cameras[axis.index()] = camera,
+            Action::ResetCameras => self.cameras = [Camera::default(); 3],
+            Action::SetWindow(w) => self.with_doc(|d| d.window = w),
+            Action::Preset(p) => self.with_doc(|d| d.window = p.window()),
+            Action::AutoWindow => self.with_doc(|d| d.window = robust_window(d.volume.voxels())),
+            // Tools and settings.
             Action::SetTool(t) => {
                 self.lasso = None;
                 self.tool = t;
             }
-            Action::ScaleBrush(f) => {
-                self.brush.radius_mm = (self.brush.radius_mm * f)
-                    .clamp(*BRUSH_RADIUS_MM.start(), *BRUSH_RADIUS_MM.end());
-            }
+            Action::ScaleBrush(f) => self.scale_brush(f),
             Action::SetBrush(b) => {
                 self.brush = BrushSettings {
                     radius_mm: self.brush.radius_mm,
@@ -539,43 +466,9 @@ impl AppState {
             }
             Action::SetPropagateMargin(m) => self.propagate_margin = m,
             Action::SetSupportSize(k) => self.support_size = k.map(|k| k.max(1)),
-            Action::SetLayout(l) => self.layout = l,
-            Action::SetCamera { axis, camera } => self.cameras[axis.index()] = camera,
-            Action::ResetCameras => self.cameras = [Camera::default(); 3],
-            Action::SetWindow(w) => {
-                if let Some(doc) = &mut self.doc {
-                    doc.window = w;
-                }
-            }
-            Action::Preset(p) => {
-                if let Some(doc) = &mut self.doc {
-                    doc.window = p.window();
-                }
-            }
-            Action::AutoWindow => {
-                if let Some(doc) = &mut self.doc {
-                    doc.window = robust_window(doc.volume.voxels());
-                }
-            }
-            Action::SelectStructure(v) => {
-                if let Some(doc) = &mut self.doc
-                    && doc.session.structure(v).is_some()
-                {
-                    doc.active = Some(v);
-                }
-            }
-            Action::AddStructure => {
-                if let Some(doc) = &mut self.doc {
-                    let n = doc.session.structures().len() + 1;
-                    match doc.session.add_structure(&format!("Structure {n}")) {
-                        Ok(v) => doc.active = Some(v),
-                        Err(e) => {
-                            let text = e.to_string();
-                            self.notify(Level::Error, text);
-                        }
-                    }
-                }
-            }
+            // Structures.
+            Action::SelectStructure(v) => self.select_structure(v),
+            Action::AddStructure => self.add_structure(),
             Action::RenameStructure(v, name) => self.style(v, |s| {
                 if !name.trim().is_empty() {
                     s.name = name.trim().to_owned();
@@ -584,103 +477,199 @@ impl AppState {
             Action::SetColour(v, c) => self.style(v, |s| s.colour = c),
             Action::SetVisible(v, on) => self.style(v, |s| s.visible = on),
             Action::SetOpacity(v, a) => self.style(v, |s| s.opacity = a.clamp(0.0, 1.0)),
+            // Editing and review.
             Action::StrokeBegin { slice, at } => self.stroke_begin(slice, at),
             Action::StrokeTo(at) => self.stroke_to(at),
             Action::StrokeEnd => self.stroke_end(),
-            Action::LassoPoint { slice, at } => match &mut self.lasso {
-                Some(l) if l.slice == slice => l.points.push(at),
-                _ => {
-                    self.lasso = Some(Lasso {
-                        slice,
-                        points: vec![at],
-                    })
-                }
-            },
+            Action::LassoPoint { slice, at } => self.lasso_point(slice, at),
             Action::LassoFinish => self.lasso_finish(),
             Action::LassoCancel => self.lasso = None,
-            Action::Undo => {
-                if let Some(doc) = &mut self.doc {
-                    match doc.session.undo() {
-                        Some(kind) => {
-                            let text = format!("Undid {}.", kind.name());
-                            self.notify(Level::Info, text);
-                        }
-                        None => self.notify(Level::Info, "Nothing to undo."),
-                    }
-                }
-            }
-            Action::Redo => {
-                if let Some(doc) = &mut self.doc {
-                    match doc.session.redo() {
-                        Some(kind) => {
-                            let text = format!("Redid {}.", kind.name());
-                            self.notify(Level::Info, text);
-                        }
-                        None => self.notify(Level::Info, "Nothing to redo."),
-                    }
-                }
-            }
+            Action::Undo => self.undo(),
+            Action::Redo => self.redo(),
             Action::Accept => self.review(true),
             Action::Reject => self.review(false),
             Action::NextToReview => self.next_to_review(),
+            // The network.
             Action::Propagate => self.propagate(),
             Action::CancelPropagation => self.propagation.cancel(),
-            Action::Explain { slice, at } => {
-                if let Some(doc) = &self.doc {
-                    let r = self.propagation.explain(doc, slice, at, self.support_size);
-                    if let Err(text) = r {
-                        self.notify(Level::Error, text);
-                    }
-                }
-            }
+            Action::Explain { slice, at } => self.explain(slice, at),
             Action::CloseExplain => self.propagation.close_explanation(),
             Action::SetExplainStages(stages) => {
                 if let Some(e) = self.propagation.explanation_mut() {
                     e.stages = stages;
                 }
             }
-            Action::Save => self.save(),
-            Action::SaveTo { path, format } => self.save_to(path, format),
-            Action::SaveSession(path) => self.save_session(&path),
-            Action::RestoreRecovery(n) => {
-                if n < self.recovery_offers.len() {
-                    let offer = self.recovery_offers.remove(n);
-                    match SessionFile::read(&offer.path) {
-                        Ok(file) => {
-                            self.config.recovery.discard(&offer);
-                            self.restore_session(file);
-                        }
-                        Err(e) => self.notify(Level::Error, e.to_string()),
-                    }
-                }
-            }
-            Action::DiscardRecovery(n) => {
-                if n < self.recovery_offers.len() {
-                    let offer = self.recovery_offers.remove(n);
-                    self.config.recovery.discard(&offer);
-                }
-            }
+            // Messages and quitting.
             Action::DismissNotice(n) => {
                 if n < self.notices.len() {
                     self.notices.remove(n);
                 }
             }
-            Action::CloseSaveDialog => self.save_dialog = None,
-            Action::Quit => {
-                self.quit = if self.unsaved() {
-                    QuitState::Asking
-                } else {
-                    QuitState::Confirmed
-                };
-                if self.quit == QuitState::Confirmed {
-                    self.shutdown();
-                }
-            }
+            Action::Quit => self.quit(),
             Action::QuitDiscarding => {
                 self.quit = QuitState::Confirmed;
                 self.shutdown();
             }
             Action::CancelQuit => self.quit = QuitState::Running,
+        }
+    }
+
+    /// Runs `f` on the open document, if there is one.
+    fn with_doc(&mut self, f: impl FnOnce(&mut Document)) {
+        if let Some(doc) = &mut self.doc {
+            f(doc);
+        }
+    }
+
+    // ----- files -----
+
+    fn open(&mut self, path: PathBuf) {
+        if !self.ask_before_replacing(Action::Open(path.clone())) {
+            self.start_load(LoadRequest::Volume(path), None);
+        }
+    }
+
+    fn open_dialog(&mut self) {
+        match rfd::FileDialog::new().pick_file() {
+            Some(path) => self.open(path),
+            None => self.notify(
+                Level::Info,
+                "No file dialog is available here; drop the file on the window instead.",
+            ),
+        }
+    }
+
+    fn open_series(&mut self, path: PathBuf, series_uid: String) {
+        self.series_choice = None;
+        self.start_load(LoadRequest::Series { path, series_uid }, None);
+    }
+
+    fn open_session(&mut self, path: PathBuf) {
+        if self.ask_before_replacing(Action::OpenSession(path.clone())) {
+            return;
+        }
+        match SessionFile::read(&path) {
+            Ok(file) => self.restore_session(file),
+            Err(e) => self.notify(Level::Error, e.to_string()),
+        }
+    }
+
+    fn import_labels(&mut self, path: PathBuf) {
+        if !self.ask_before_replacing(Action::ImportLabels(path.clone())) {
+            self.read_labels(&path);
+        }
+    }
+
+    /// Goes ahead with the action parked by [`Self::ask_before_replacing`].
+    fn replace_discarding(&mut self) {
+        if let Some(action) = self.pending_replace.take() {
+            self.replace_confirmed = true;
+            self.apply(action);
+        }
+    }
+
+    fn restore_recovery(&mut self, n: usize) {
+        if n < self.recovery_offers.len() {
+            let offer = self.recovery_offers.remove(n);
+            match SessionFile::read(&offer.path) {
+                Ok(file) => {
+                    self.config.recovery.discard(&offer);
+                    self.restore_session(file);
+                }
+                Err(e) => self.notify(Level::Error, e.to_string()),
+            }
+        }
+    }
+
+    fn discard_recovery(&mut self, n: usize) {
+        if n < self.recovery_offers.len() {
+            let offer = self.recovery_offers.remove(n);
+            self.config.recovery.discard(&offer);
+        }
+    }
+
+    // ----- tools and structures -----
+
+    fn scale_brush(&mut self, factor: f32) {
+        self.brush.radius_mm =
+            (self.brush.radius_mm * factor).clamp(*BRUSH_RADIUS_MM.start(), *BRUSH_RADIUS_MM.end());
+    }
+
+    fn select_structure(&mut self, v: crate::volume::LabelValue) {
+        if let Some(doc) = &mut self.doc
+            && doc.session.structure(v).is_some()
+        {
+            doc.active = Some(v);
+        }
+    }
+
+    fn add_structure(&mut self) {
+        let Some(doc) = &mut self.doc else { return };
+        let n = doc.session.structures().len() + 1;
+        match doc.session.add_structure(&format!("Structure {n}")) {
+            Ok(v) => doc.active = Some(v),
+            Err(e) => {
+                let text = e.to_string();
+                self.notify(Level::Error, text);
+            }
+        }
+    }
+
+    fn lasso_point(&mut self, slice: usize, at: [f32; 2]) {
+        match &mut self.lasso {
+            Some(l) if l.slice == slice => l.points.push(at),
+            _ => {
+                self.lasso = Some(Lasso {
+                    slice,
+                    points: vec![at],
+                })
+            }
+        }
+    }
+
+    fn undo(&mut self) {
+        self.history_step(Session::undo, "Undid", "Nothing to undo.");
+    }
+
+    fn redo(&mut self) {
+        self.history_step(Session::redo, "Redid", "Nothing to redo.");
+    }
+
+    /// Undoes or redoes one edit and says which (`done` and the edit's name), or that
+    /// there was `nothing` to do.
+    fn history_step(
+        &mut self,
+        step: fn(&mut Session) -> Option<EditKind>,
+        done: &str,
+        nothing: &str,
+    ) {
+        let Some(doc) = &mut self.doc else { return };
+        match step(&mut doc.session) {
+            Some(kind) => {
+                let text = format!("{done} {}.", kind.name());
+                self.notify(Level::Info, text);
+            }
+            None => self.notify(Level::Info, nothing.to_owned()),
+        }
+    }
+
+    fn explain(&mut self, slice: usize, at: [f32; 2]) {
+        if let Some(doc) = &self.doc {
+            let r = self.propagation.explain(doc, slice, at, self.support_size);
+            if let Err(text) = r {
+                self.notify(Level::Error, text);
+            }
+        }
+    }
+
+    fn quit(&mut self) {
+        self.quit = if self.unsaved() {
+            QuitState::Asking
+        } else {
+            QuitState::Confirmed
+        };
+        if self.quit == QuitState::Confirmed {
+            self.shutdown();
         }
     }
 
@@ -745,7 +734,8 @@ impl AppState {
         self.start_load(request, Some(file));
     }
 
-    fn import_labels(&mut self, path: &Path) {
+    /// Replaces the document's annotations with the label map at `path`.
+    fn read_labels(&mut self, path: &Path) {
         let Some(doc) = &mut self.doc else { return };
         match io::read_label_map(path, doc.volume.geometry()) {
             Ok(labels) => {
@@ -955,14 +945,8 @@ impl AppState {
 
     fn save_to(&mut self, path: PathBuf, format: LabelFormat) {
         let Some(doc) = &mut self.doc else { return };
-        let result = match format {
-            LabelFormat::Nifti => {
-                io::write_label_map(&path, doc.session.labels()).map_err(|e| e.to_string())
-            }
-            LabelFormat::DicomSeg => super::export::write_seg(doc, &path),
-        };
-        if let Err(e) = result {
-            self.notify(Level::Error, e);
+        if let Err(e) = super::export::write_labels(doc, &path, format) {
+            self.notify(Level::Error, e.to_string());
             return;
         }
         let session_path = session_path_for(&path);

@@ -1,9 +1,10 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
 use crate::io::VolumeSource;
 use crate::session::SliceState;
-use crate::ui::propagation::{DEFAULT_SUPPORT_SIZE, EngineConfig};
+use crate::ui::propagation::{DEFAULT_SUPPORT_SIZE, EngineSettings};
 use crate::volume::{Geometry, LabelValue, Modality, Volume};
 
 /// A process id above Linux's `pid_max`: never running, so its files are orphans.
@@ -14,7 +15,7 @@ fn config(dir: &Path, pid: u32, autosave: Duration) -> AppConfig {
         open: None,
         recovery: RecoveryStore::with_owner(dir.join("recovery"), pid),
         autosave_interval: autosave,
-        engine: EngineConfig { engine: None },
+        engine: EngineSettings { engine: None },
     }
 }
 
@@ -277,7 +278,7 @@ fn propagating_without_support_or_network_explains_what_is_missing() {
 fn the_support_size_setting_goes_with_every_propagation_and_explanation() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), std::process::id(), Duration::from_secs(3600));
-    cfg.engine = EngineConfig {
+    cfg.engine = EngineSettings {
         engine: Some(crate::engine::EngineConfig {
             device: crate::engine::DeviceRequest::Choice(crate::engine::DeviceChoice::Cpu),
             model: crate::model::ModelConfig::tiny(),

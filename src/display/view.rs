@@ -6,7 +6,8 @@
 //! voxel axes. They are chosen so that the image appears in radiological convention:
 //! axial and coronal views have the patient's right on the screen's left, axial views
 //! have anterior up, coronal and sagittal views have superior up, and sagittal views
-//! have anterior on the left. The GPU shader and the CPU fallback use the same mapping.
+//! have anterior on the left. The GPU shader, the CPU fallback and the pictures of
+//! `icseg explain` use the same mapping.
 
 use crate::volume::{Axis, Geometry};
 

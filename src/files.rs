@@ -1,4 +1,7 @@
 //! Atomic file replacement: a crash mid-write never leaves a half-written file.
+//!
+//! Plain `std`, below every layer: `io` writes volumes and label maps through it and
+//! `model` its weights files, so the model needs no file-format layer to save itself.
 
 use std::io::Write;
 use std::path::Path;

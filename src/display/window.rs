@@ -44,6 +44,11 @@ impl WindowLevel {
         if g.is_nan() { 0.0 } else { g.clamp(0.0, 1.0) }
     }
 
+    /// The 8-bit grey shown for value `v`.
+    pub fn grey(&self, v: f32) -> u8 {
+        (self.apply(v) * 255.0).round() as u8
+    }
+
     /// The window after a mouse drag of `(dx, dy)` points: right widens, down raises the
     /// level (as in most PACS viewers); the speed follows the current width so that a
     /// 500-point drag roughly doubles or halves it.
@@ -143,6 +148,24 @@ mod tests {
         assert!((w.apply(40.0) - 0.5).abs() < 1e-6);
         assert_eq!(w.apply(-1000.0), 0.0);
         assert_eq!(w.apply(f32::NAN), 0.0);
+        assert_eq!(w.grey(-160.0), 0);
+        assert_eq!(w.grey(40.0), 128);
+        assert_eq!(w.grey(240.0), 255);
+    }
+
+    #[test]
+    fn a_ct_opens_in_the_soft_tissue_window_and_an_mr_in_the_robust_one() {
+        use crate::volume::{Geometry, Modality, Volume};
+        let g = Geometry::axis_aligned([10, 10, 1], [1.0; 3]);
+        let voxels: Vec<f32> = (0..100).map(|n| n as f32).collect();
+        let ct = Volume::new(g.clone(), voxels.clone(), Modality::Ct).unwrap();
+        assert_eq!(initial_window(&ct), WindowLevel::new(40.0, 400.0));
+        let mr = Volume::new(g, voxels.clone(), Modality::Mr).unwrap();
+        assert_eq!(initial_window(&mr), robust_window(&voxels));
+        // 0..=99 (the minimum fills 1 %, too little to be background): the 1st and
+        // 99.5th percentiles.
+        assert_eq!(initial_window(&mr).low(), 1.0);
+        assert_eq!(initial_window(&mr).high(), 99.0);
     }
 
     #[test]
