@@ -523,3 +523,56 @@ fn the_gpu_renderer_matches_the_cpu_renderer() {
     );
     assert!(worst <= 3, "largest channel difference {worst}");
 }
+
+#[test]
+fn fill_between_slices_interpolates_without_the_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(config(
+        dir.path(),
+        std::process::id(),
+        Duration::from_secs(3600),
+    ));
+    step_until(&mut h, "the sample to load", Duration::from_secs(60), |a| {
+        a.state.doc.is_some()
+    });
+    let view = view_rect(&h, "Axial view");
+    let c = view.center();
+    let k0 = h.state().state.doc.as_ref().unwrap().work_slice();
+    drag(
+        &mut h,
+        &[c - egui::vec2(30.0, 0.0), c + egui::vec2(30.0, 0.0)],
+        Modifiers::NONE,
+    );
+    for _ in 0..4 {
+        press(&mut h, egui::Key::PageUp, Modifiers::NONE);
+    }
+    let k1 = k0 + 4;
+    drag(
+        &mut h,
+        &[c - egui::vec2(20.0, 10.0), c + egui::vec2(40.0, 10.0)],
+        Modifiers::NONE,
+    );
+    assert!(
+        labels_on(h.state(), k0) > 20 && labels_on(h.state(), k1) > 20,
+        "painted {} and {}",
+        labels_on(h.state(), k0),
+        labels_on(h.state(), k1)
+    );
+    // The I key fills the three slices between, as predictions to review.
+    press(&mut h, egui::Key::I, Modifiers::NONE);
+    {
+        let doc = h.state().state.doc.as_ref().unwrap();
+        let st = doc.session.structure(doc.active.unwrap()).unwrap();
+        for k in k0 + 1..k1 {
+            assert_eq!(st.state(k), SliceState::Predicted, "slice {k}");
+        }
+        assert_eq!(st.state(k1 + 1), SliceState::Unlabelled);
+    }
+    for k in k0 + 1..k1 {
+        assert!(labels_on(h.state(), k) > 15, "slice {k} is filled");
+    }
+    // One undo step removes the fill.
+    press(&mut h, egui::Key::Z, Modifiers::COMMAND);
+    assert_eq!(labels_on(h.state(), k0 + 2), 0);
+    assert!(labels_on(h.state(), k1) > 20, "painting stays");
+}

@@ -349,7 +349,7 @@ fn bench_chain(
     let t = Instant::now();
     let collected = engine::collect(&engine, support, targets, strategy, &mut |_, _| {})?;
     let seconds = t.elapsed().as_secs_f64();
-    let queried = collected.stats.groups.len();
+    let queried = collected.stats.queried();
     Ok(ChainBench {
         weights,
         structure_slices: slices,

@@ -293,6 +293,7 @@ pub(super) fn propagate(
 
     let mut timings = Timings::default();
     let mut groups = Vec::new();
+    let mut batches = 0;
     let mut done = 0;
     let zeros = Image2D::filled(w, h, 0.0f32);
     for &z in plan.unreachable() {
@@ -303,9 +304,65 @@ pub(super) fn propagate(
         });
         done += 1;
     }
+    let fuse = |p: &mut Image2D<f32>, slice: usize| {
+        if let Some(prior) = &prior {
+            let q = prior.probability(slice, w, h);
+            for (v, pv) in p.data.iter_mut().zip(&q.data) {
+                *v = (1.0 - weight) * *v + weight * pv;
+            }
+        }
+    };
+    let mut finished = vec![false; count];
+
+    // Without memory the slices between the annotations depend on nothing predicted:
+    // they run first, in batches of the queries that use the same annotated slices.
+    if options.memory == 0 {
+        let mut by_support: Vec<(Vec<usize>, Vec<usize>)> = Vec::new();
+        for step in plan.steps().iter().filter(|s| !s.gated) {
+            let positions = plan.nearest_annotated(step.slice, options.nearest);
+            match by_support.iter_mut().find(|(p, _)| *p == positions) {
+                Some((_, queries)) => queries.push(step.slice),
+                None => by_support.push((positions, vec![step.slice])),
+            }
+        }
+        for (positions, queries) in &by_support {
+            let features = predictor.model().select_support(&pool, positions);
+            for batch in queries.chunks(config.batch_size.max(1)) {
+                serve_between_batches(predictor, config, out, cancellation, queue);
+                if cancellation.is_cancelled(id) || queue.shutdown {
+                    out.send(Event::Cancelled { id });
+                    return Ok(());
+                }
+                let (predicted, t) =
+                    predictor.predict_batch(&features, volume, axis, batch, &prepared.region)?;
+                timings.add(&t);
+                batches += 1;
+                for (&slice, mut probabilities) in batch.iter().zip(predicted) {
+                    fuse(&mut probabilities, slice);
+                    masks[slice] = Some(probabilities.map(|v| u8::from(is_inside(v))));
+                    finished[slice] = true;
+                    out.send(Event::SlicePredicted {
+                        id,
+                        slice,
+                        probabilities,
+                    });
+                    done += 1;
+                }
+                out.send(Event::Progress { id, done, total });
+            }
+            groups.push(SupportGroup {
+                support: positions.iter().map(|&p| annotated[p]).collect(),
+                queries: queries.clone(),
+            });
+        }
+    }
+
     for wave in plan.waves() {
         let mut new_memory: Vec<(usize, Image2D<u8>)> = Vec::new();
         for step in wave {
+            if finished[step.slice] {
+                continue;
+            }
             serve_between_batches(predictor, config, out, cancellation, queue);
             if cancellation.is_cancelled(id) || queue.shutdown {
                 out.send(Event::Cancelled { id });
@@ -320,7 +377,8 @@ pub(super) fn propagate(
                 zeros.clone()
             } else {
                 let memory = plan.memory(step, options.memory, |z| pool_position[z].is_some());
-                let mut positions = plan.nearest_annotated(step.slice, options.nearest);
+                let nearest = plan.nearest_annotated(step.slice, options.nearest);
+                let mut positions = nearest.clone();
                 positions.extend(memory.iter().map(|&z| pool_position[z].expect("encoded")));
                 let features = predictor.model().select_support(&pool, &positions);
                 let (mut predicted, t) = predictor.predict_batch(
@@ -331,18 +389,10 @@ pub(super) fn propagate(
                     &prepared.region,
                 )?;
                 timings.add(&t);
+                batches += 1;
                 let mut p = predicted.remove(0);
-                if let Some(prior) = &prior {
-                    let q = prior.probability(step.slice, w, h);
-                    for (v, pv) in p.data.iter_mut().zip(&q.data) {
-                        *v = (1.0 - weight) * *v + weight * pv;
-                    }
-                }
-                let mut used: Vec<usize> = plan
-                    .nearest_annotated(step.slice, options.nearest)
-                    .into_iter()
-                    .map(|p| annotated[p])
-                    .collect();
+                fuse(&mut p, step.slice);
+                let mut used: Vec<usize> = nearest.into_iter().map(|p| annotated[p]).collect();
                 used.extend(&memory);
                 groups.push(SupportGroup {
                     support: used,
@@ -355,6 +405,7 @@ pub(super) fn propagate(
                 new_memory.push((step.slice, mask.clone()));
             }
             masks[step.slice] = Some(mask);
+            finished[step.slice] = true;
             out.send(Event::SlicePredicted {
                 id,
                 slice: step.slice,
@@ -380,7 +431,7 @@ pub(super) fn propagate(
         id,
         stats: PropagationStats {
             slices: total,
-            batches: groups.len(),
+            batches,
             support_slices: annotated.len(),
             support_size: None,
             groups,

@@ -45,8 +45,8 @@ use crossbeam_channel::{Receiver, Sender};
 pub use chain::ChainOptions;
 pub use device::{AdapterSummary, ComputeDevice, DeviceChoice, list_adapters, select_device};
 pub use predictor::{
-    CacheUse, ExplainedStage, Explanation, Predictor, PreparedSupport, SupportSet, SupportSlice,
-    support_limit,
+    CacheUse, ExplainedStage, Explanation, Predictor, PreparedSupport, QueryInputs, SupportSet,
+    SupportSlice, support_limit,
 };
 pub use preprocess::{RoiMode, RoiPolicy};
 pub use retrieval::SupportGroup;
@@ -305,6 +305,14 @@ pub struct PropagationStats {
     pub total: Duration,
     /// The region of interest used (native pixels).
     pub region: Region,
+}
+
+impl PropagationStats {
+    /// Slices the network was run on (a chained propagation skips those beyond the
+    /// first empty slice past the annotations).
+    pub fn queried(&self) -> usize {
+        self.groups.iter().map(|g| g.queries.len()).sum()
+    }
 }
 
 /// Where the time of one batch, or summed over a propagation, went (seconds in JSON).
@@ -893,7 +901,10 @@ fn propagate(
     let (features, cache) = predictor.support_features(&prepared);
     let support_encoding = start.elapsed();
 
+    // With a support size, every query is prepared once here, scored, and its input
+    // kept for the prediction below.
     let retrieval_start = Instant::now();
+    let mut kept: Option<QueryInputs> = None;
     let groups = match limit {
         None => vec![((0..support.slices.len()).collect(), slices.to_vec())],
         Some(k) => {
@@ -904,14 +915,24 @@ fn propagate(
                     out.send(Event::Cancelled { id });
                     return Ok(());
                 }
-                let picks =
-                    predictor.choose_supports(support, &prepared, &features.attention, batch, k)?;
+                let inputs = predictor.query_inputs(
+                    &support.volume,
+                    support.axis,
+                    batch,
+                    &prepared.region,
+                )?;
+                let picks = predictor.choose_for(support, &features.attention, &inputs, k)?;
                 choices.extend(batch.iter().copied().zip(picks));
+                match kept.as_mut() {
+                    Some(all) => all.append(inputs),
+                    None => kept = Some(inputs),
+                }
             }
             retrieval::group_queries(&choices)
         }
     };
     let retrieval = retrieval_start.elapsed();
+    let slice_dims = support.volume.geometry().slice_dims(support.axis);
 
     // Batches hold queries of one group; they run in the order of their first slice
     // in the request, so slices still arrive roughly in the order asked for.
@@ -942,13 +963,21 @@ fn propagate(
             Some(_) => selected[g]
                 .get_or_insert_with(|| predictor.model().select_support(&features, &groups[g].0)),
         };
-        let (probabilities, t) = predictor.predict_batch(
-            group_features,
-            &support.volume,
-            support.axis,
-            batch,
-            &prepared.region,
-        )?;
+        let (probabilities, t) = match &kept {
+            Some(inputs) => predictor.predict_inputs(
+                group_features,
+                &inputs.select(batch),
+                &prepared.region,
+                slice_dims,
+            )?,
+            None => predictor.predict_batch(
+                group_features,
+                &support.volume,
+                support.axis,
+                batch,
+                &prepared.region,
+            )?,
+        };
         timings.add(&t);
         for (&slice, probabilities) in batch.iter().zip(probabilities) {
             out.send(Event::SlicePredicted {

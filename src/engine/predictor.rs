@@ -133,6 +133,45 @@ pub fn support_limit(
     }
 }
 
+/// Query slices resampled and normalised for the model ([`Predictor::query_inputs`]),
+/// kept so that a slice is prepared once even when it is scored for retrieval and then
+/// predicted.
+#[derive(Clone, Debug)]
+pub struct QueryInputs {
+    /// The slice indices, in order.
+    pub slices: Vec<usize>,
+    /// `slices.len() × size × size` model inputs.
+    data: Vec<f32>,
+    size: usize,
+}
+
+impl QueryInputs {
+    /// The inputs of `slices` (each must be among these), in that order.
+    pub fn select(&self, slices: &[usize]) -> QueryInputs {
+        let plane = self.size * self.size;
+        let mut data = Vec::with_capacity(slices.len() * plane);
+        for z in slices {
+            let n = self
+                .slices
+                .iter()
+                .position(|s| s == z)
+                .expect("a prepared slice");
+            data.extend_from_slice(&self.data[n * plane..(n + 1) * plane]);
+        }
+        QueryInputs {
+            slices: slices.to_vec(),
+            data,
+            size: self.size,
+        }
+    }
+
+    /// These inputs followed by `other`'s.
+    pub fn append(&mut self, other: QueryInputs) {
+        self.slices.extend(other.slices);
+        self.data.extend(other.data);
+    }
+}
+
 /// Whether support features came from the cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum CacheUse {
@@ -321,13 +360,11 @@ impl Predictor {
         support.validate()?;
         let size = self.input_size();
         let region = support.region(roi);
-        let mut images = Vec::with_capacity(support.slices.len() * size * size);
-        let mut masks = Vec::with_capacity(support.slices.len() * size * size);
-        for s in &support.slices {
-            let slice = support.volume.slice(support.axis, s.index);
-            images.extend(image_input(&slice, support.volume.modality, &region, size).data);
-            masks.extend(mask_input(&s.mask, &region, size).data);
-        }
+        let indices: Vec<usize> = support.slices.iter().map(|s| s.index).collect();
+        let images = self
+            .query_inputs(&support.volume, support.axis, &indices, &region)?
+            .data;
+        let masks = self.mask_inputs(support.slices.iter().map(|s| &s.mask), &region);
         let image_key = hash_floats(&[&images], size);
         let mask_key = hash_floats(&[&images, &masks], size);
         Ok(PreparedSupport {
@@ -395,27 +432,29 @@ impl Predictor {
         attention: &SupportAttention,
         queries: &[usize],
     ) -> Result<Vec<Vec<f32>>, EngineError> {
-        let volume = &support.volume;
-        let count = volume.geometry().slice_count(support.axis);
-        if let Some(&bad) = queries.iter().find(|&&i| i >= count) {
-            return Err(EngineError::SliceOutOfRange { index: bad, count });
-        }
-        let size = self.input_size();
-        let mut data = Vec::with_capacity(queries.len() * size * size);
-        for &q in queries {
-            let slice = volume.slice(support.axis, q);
-            data.extend(image_input(&slice, volume.modality, &prepared.region, size).data);
-        }
+        let inputs = self.query_inputs(&support.volume, support.axis, queries, &prepared.region)?;
+        self.similarity_of(attention, &inputs, prepared.count)
+    }
+
+    /// [`Self::similarity_scores`] of prepared query inputs against `count` support
+    /// slices.
+    fn similarity_of(
+        &self,
+        attention: &SupportAttention,
+        inputs: &QueryInputs,
+        count: usize,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        let n = inputs.slices.len();
         let scores: Vec<f32> = self
             .model
-            .support_similarity(attention, self.tensor(data, queries.len()))
+            .support_similarity(attention, self.tensor(inputs.data.clone(), n))
             .into_data()
             .try_into_vec::<f32>()
             .map_err(|e| EngineError::Compute {
                 message: format!("{e:?}"),
             })?;
         Ok(scores
-            .chunks_exact(prepared.count.max(1))
+            .chunks_exact(count.max(1))
             .map(<[f32]>::to_vec)
             .collect())
     }
@@ -435,9 +474,23 @@ impl Predictor {
         queries: &[usize],
         k: usize,
     ) -> Result<Vec<Vec<usize>>, EngineError> {
+        let inputs = self.query_inputs(&support.volume, support.axis, queries, &prepared.region)?;
+        self.choose_for(support, attention, &inputs, k)
+    }
+
+    /// [`Self::choose_supports`] for prepared query inputs (which a propagation keeps
+    /// for the prediction, so each query is prepared once).
+    pub fn choose_for(
+        &self,
+        support: &SupportSet,
+        attention: &SupportAttention,
+        inputs: &QueryInputs,
+        k: usize,
+    ) -> Result<Vec<Vec<usize>>, EngineError> {
         let candidates: Vec<usize> = support.slices.iter().map(|s| s.index).collect();
-        let scores = self.similarity_scores(support, prepared, attention, queries)?;
-        Ok(queries
+        let scores = self.similarity_of(attention, inputs, candidates.len())?;
+        Ok(inputs
+            .slices
             .iter()
             .zip(&scores)
             .map(|(&q, row)| most_similar(row, &candidates, q, k))
@@ -454,18 +507,60 @@ impl Predictor {
         slices: &[(usize, &Image2D<u8>)],
         region: &Region,
     ) -> SupportFeatures {
-        let size = self.input_size();
-        let mut images = Vec::with_capacity(slices.len() * size * size);
-        let mut masks = Vec::with_capacity(slices.len() * size * size);
-        for (index, mask) in slices {
-            let slice = volume.slice(axis, *index);
-            images.extend(image_input(&slice, volume.modality, region, size).data);
-            masks.extend(mask_input(mask, region, size).data);
-        }
+        let indices: Vec<usize> = slices.iter().map(|(z, _)| *z).collect();
+        let images = self.images_of(volume, axis, &indices, region);
+        let masks = self.mask_inputs(slices.iter().map(|(_, m)| *m), region);
         self.model.encode_support(
             self.tensor(images, slices.len()),
             self.tensor(masks, slices.len()),
         )
+    }
+
+    /// The model inputs of `slices` of `volume` across `axis` cropped to `region`: the
+    /// one place query and support images are resampled and normalised
+    /// ([`image_input`]). Every index must exist.
+    pub fn query_inputs(
+        &self,
+        volume: &Volume,
+        axis: Axis,
+        slices: &[usize],
+        region: &Region,
+    ) -> Result<QueryInputs, EngineError> {
+        let count = volume.geometry().slice_count(axis);
+        if let Some(&bad) = slices.iter().find(|&&i| i >= count) {
+            return Err(EngineError::SliceOutOfRange { index: bad, count });
+        }
+        Ok(QueryInputs {
+            slices: slices.to_vec(),
+            data: self.images_of(volume, axis, slices, region),
+            size: self.input_size(),
+        })
+    }
+
+    fn images_of(
+        &self,
+        volume: &Volume,
+        axis: Axis,
+        slices: &[usize],
+        region: &Region,
+    ) -> Vec<f32> {
+        let size = self.input_size();
+        let mut data = Vec::with_capacity(slices.len() * size * size);
+        for &i in slices {
+            data.extend(image_input(&volume.slice(axis, i), volume.modality, region, size).data);
+        }
+        data
+    }
+
+    fn mask_inputs<'a>(
+        &self,
+        masks: impl Iterator<Item = &'a Image2D<u8>>,
+        region: &Region,
+    ) -> Vec<f32> {
+        let size = self.input_size();
+        masks
+            .flat_map(|m| mask_input(m, region, size).data)
+            .collect()
     }
 
     /// Segments query slices of `volume` across `axis` (one batch): probabilities at
@@ -478,23 +573,28 @@ impl Predictor {
         slices: &[usize],
         region: &Region,
     ) -> Result<(Vec<Image2D<f32>>, Timings), EngineError> {
-        let count = volume.geometry().slice_count(axis);
-        if let Some(&bad) = slices.iter().find(|&&i| i >= count) {
-            return Err(EngineError::SliceOutOfRange { index: bad, count });
-        }
-        let size = self.input_size();
+        let start = Instant::now();
+        let inputs = self.query_inputs(volume, axis, slices, region)?;
+        let preprocessing = start.elapsed();
         let (w, h) = volume.geometry().slice_dims(axis);
+        let (out, mut timings) = self.predict_inputs(features, &inputs, region, (w, h))?;
+        timings.preprocessing = preprocessing;
+        Ok((out, timings))
+    }
+
+    /// [`Self::predict_batch`] for prepared query inputs; probabilities on a native
+    /// `w × h` slice grid.
+    pub fn predict_inputs(
+        &self,
+        features: &SupportFeatures,
+        inputs: &QueryInputs,
+        region: &Region,
+        (w, h): (usize, usize),
+    ) -> Result<(Vec<Image2D<f32>>, Timings), EngineError> {
+        let size = self.input_size();
         let mut timings = Timings::default();
-
         let start = Instant::now();
-        let mut data = Vec::with_capacity(slices.len() * size * size);
-        for &i in slices {
-            data.extend(image_input(&volume.slice(axis, i), volume.modality, region, size).data);
-        }
-        timings.preprocessing = start.elapsed();
-
-        let start = Instant::now();
-        let query = self.tensor(data, slices.len());
+        let query = self.tensor(inputs.data.clone(), inputs.slices.len());
         let probabilities: Vec<f32> = self
             .model
             .forward_query(features, query)
@@ -575,13 +675,8 @@ impl Predictor {
         let mut attention = self.model.select_support_attention(&all, &positions);
         let mut slices: Vec<usize> = positions.iter().map(|&p| annotated[p]).collect();
         if !memory.is_empty() {
-            let size = self.input_size();
-            let volume = &support.volume;
-            let mut images = Vec::with_capacity(memory.len() * size * size);
-            for m in memory {
-                let slice = volume.slice(support.axis, m.index);
-                images.extend(image_input(&slice, volume.modality, &prepared.region, size).data);
-            }
+            let indices: Vec<usize> = memory.iter().map(|m| m.index).collect();
+            let images = self.images_of(&support.volume, support.axis, &indices, &prepared.region);
             let encoded = self
                 .model
                 .encode_support_attention(self.tensor(images, memory.len()));
@@ -610,15 +705,8 @@ impl Predictor {
         let region = prepared.region;
         let (u, v) = native_to_model(&region, size, pixel[0] as f64, pixel[1] as f64)
             .ok_or(EngineError::PixelOutsideRegion { pixel })?;
-        let query = image_input(
-            &volume.slice(support.axis, query_slice),
-            volume.modality,
-            &region,
-            size,
-        );
-        let stages = self
-            .model
-            .attention_maps(&attention, self.tensor(query.data, 1));
+        let query = self.images_of(volume, support.axis, &[query_slice], &region);
+        let stages = self.model.attention_maps(&attention, self.tensor(query, 1));
         let s = support_slices.len();
         let mut explained = Vec::with_capacity(3);
         for stage in stages {

@@ -1280,3 +1280,30 @@ fn a_chained_slice_is_explained_with_the_annotations_and_memory_it_used() {
         assert!(stage.query_mass <= 1.0 + 1e-5);
     }
 }
+
+#[test]
+fn without_memory_the_slices_between_annotations_run_in_shared_batches() {
+    let (volume, masks) = phantom();
+    let engine = Engine::start(tiny_config(4), Box::new(|| {}));
+    expect_ready(&engine);
+    let options = ChainOptions {
+        nearest: 2,
+        memory: 0,
+        prior_weight: 0.0,
+        taper: 0.0,
+        hold_mm: None,
+    };
+    let targets: Vec<usize> = (3..9).collect();
+    let (predicted, stats) = run_to_end(
+        &engine,
+        support(&volume, &masks, &[2, 9]),
+        targets,
+        Strategy::Chain(options),
+    );
+    assert_eq!(predicted.len(), 6);
+    // One group: every slice between 2 and 9 uses both; batches of 4.
+    assert_eq!(stats.groups.len(), 1);
+    assert_eq!(stats.groups[0].support, vec![2, 9]);
+    assert_eq!(stats.queried(), 6);
+    assert_eq!(stats.batches, 2);
+}

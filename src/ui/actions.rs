@@ -142,6 +142,12 @@ pub enum Action {
     /// The most support slices one slice is segmented (and explained) with; more
     /// annotated slices are chosen from by similarity (`None`: use all; 0 counts as 1).
     SetSupportSize(Option<usize>),
+    /// Chained propagation with these options, or (`None`) the paper's one-shot
+    /// propagation with the support size.
+    SetChain(Option<crate::engine::ChainOptions>),
+    /// Classical "Fill between slices" for the active structure: shape-based
+    /// interpolation between its support slices, without the network.
+    FillBetweenSlices,
     /// Choose the layout.
     SetLayout(Layout),
     /// Zoom/pan of the view perpendicular to `axis`.

@@ -155,6 +155,9 @@ impl IcsegApp {
             if plain(i, Key::P) {
                 actions.push(Action::Propagate);
             }
+            if plain(i, Key::I) {
+                actions.push(Action::FillBetweenSlices);
+            }
             if plain(i, Key::F) {
                 actions.push(Action::ResetCameras);
             }

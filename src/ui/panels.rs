@@ -295,6 +295,26 @@ fn propagate_ui(ui: &mut egui::Ui, state: &AppState) -> Vec<Action> {
             actions.push(Action::CancelPropagation);
         }
     });
+    if ui
+        .add_enabled(!running, egui::Button::new("Fill between slices (I)"))
+        .on_hover_text(
+            "Classical shape-based interpolation between your slices, without the network (as 3D Slicer's Fill between slices)",
+        )
+        .clicked()
+    {
+        actions.push(Action::FillBetweenSlices);
+    }
+    actions.extend(strategy_ui(ui, state));
+    let mut bounded = state.propagate_margin == Some(0);
+    if ui
+        .checkbox(&mut bounded, "only between my first and last slice")
+        .on_hover_text(
+            "Annotate both ends of the structure and propagate only between them (no search for where it ends)",
+        )
+        .changed()
+    {
+        actions.push(Action::SetPropagateMargin(if bounded { Some(0) } else { Some(10) }));
+    }
     let mut whole = state.propagate_margin.is_none();
     let mut margin = state.propagate_margin.unwrap_or(10);
     ui.horizontal(|ui| {
@@ -311,6 +331,12 @@ fn propagate_ui(ui: &mut egui::Ui, state: &AppState) -> Vec<Action> {
             actions.push(Action::SetPropagateMargin((!whole).then_some(margin)));
         }
     });
+    if state.chain.is_some() {
+        if let Some(f) = state.propagation.failure() {
+            ui.colored_label(Color32::from_rgb(255, 140, 100), f);
+        }
+        return actions;
+    }
     let mut all = state.support_size.is_none();
     let mut size = state.support_size.unwrap_or(DEFAULT_SUPPORT_SIZE);
     ui.horizontal(|ui| {
@@ -335,6 +361,55 @@ fn propagate_ui(ui: &mut egui::Ui, state: &AppState) -> Vec<Action> {
     });
     if let Some(f) = state.propagation.failure() {
         ui.colored_label(Color32::from_rgb(255, 140, 100), f);
+    }
+    actions
+}
+
+/// Chained (default) or one-shot propagation, and the chained options a user may want
+/// to change: how much the shape interpolation counts, and the memory.
+fn strategy_ui(ui: &mut egui::Ui, state: &AppState) -> Vec<Action> {
+    let mut actions = Vec::new();
+    let mut chained = state.chain.is_some();
+    ui.horizontal(|ui| {
+        let a = ui
+            .radio_value(&mut chained, true, "chained")
+            .on_hover_text(
+                "Each slice uses its nearest annotated slices and the slices predicted just before it; the structure ends at the first empty slice; the result is blended with shape-based interpolation",
+            )
+            .changed();
+        let b = ui
+            .radio_value(&mut chained, false, "one-shot (paper)")
+            .on_hover_text("Every slice on its own against the annotated slices, as in the paper")
+            .changed();
+        if a || b {
+            actions.push(Action::SetChain(
+                chained.then(|| state.chain.unwrap_or_default()),
+            ));
+        }
+    });
+    if let Some(mut c) = state.chain {
+        let mut changed = false;
+        ui.horizontal(|ui| {
+            ui.label("interpolation");
+            changed |= ui
+                .add(egui::Slider::new(&mut c.prior_weight, 0.0..=1.0).fixed_decimals(2))
+                .on_hover_text(
+                    "How much shape-based interpolation of your slices counts against the network: 0 network only, 1 interpolation only",
+                )
+                .changed();
+        });
+        ui.horizontal(|ui| {
+            changed |= ui
+                .add(
+                    egui::DragValue::new(&mut c.memory)
+                        .range(0..=8)
+                        .suffix(" predicted slices as memory"),
+                )
+                .changed();
+        });
+        if changed {
+            actions.push(Action::SetChain(Some(c)));
+        }
     }
     actions
 }

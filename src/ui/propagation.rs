@@ -58,6 +58,8 @@ pub struct Run {
     pub support_slices: usize,
     /// The support size asked for (`None`: all support slices for every query).
     pub support_size: Option<usize>,
+    /// How the support set is used.
+    pub strategy: Strategy,
 }
 
 impl Run {
@@ -102,6 +104,17 @@ pub struct LastRun {
     pub support_size: Option<usize>,
     /// Distinct support choices among the queries (1 without a choice).
     pub support_groups: usize,
+    /// How the support set was used.
+    pub strategy: Strategy,
+    /// The document and structure it propagated.
+    pub doc_key: u64,
+    /// The structure it propagated.
+    pub label: LabelValue,
+    /// The support slices each queried slice used (a chained propagation's memory
+    /// included), for the explanation of a click.
+    pub groups: Vec<engine::SupportGroup>,
+    /// Slices the network ran on.
+    pub queried: usize,
 }
 
 /// UI frame time statistics.
@@ -131,6 +144,34 @@ pub fn summarise_frames(times: &[Duration]) -> Option<FrameSummary> {
         p95_ms: at(0.95),
         max_ms: ms[ms.len() - 1],
     })
+}
+
+/// What a chained propagation did, for the user: which slices each slice was segmented
+/// with, where it stopped, and that the result is blended with interpolation.
+pub fn chain_summary(c: &engine::ChainOptions, queried: usize, asked: usize) -> String {
+    let mut text = format!(
+        " Chained: each slice was segmented with its {} nearest annotated slice{}",
+        c.nearest,
+        if c.nearest == 1 { "" } else { "s" }
+    );
+    if c.memory > 0 {
+        text.push_str(&format!(
+            " and the {} slice{} predicted just before it",
+            c.memory,
+            if c.memory == 1 { "" } else { "s" }
+        ));
+    }
+    text.push_str(&format!(
+        "; the network ran on {queried} of {asked} slices (beyond the annotations the structure ends at the first empty slice)."
+    ));
+    if c.prior_weight > 0.0 {
+        text.push_str(&format!(
+            " The result is {:.0} % network and {:.0} % shape-based interpolation of your slices.",
+            (1.0 - c.prior_weight) * 100.0,
+            c.prior_weight * 100.0
+        ));
+    }
+    text
 }
 
 /// Which attention stages the explain panel shows.
@@ -340,6 +381,7 @@ impl Propagation {
             written: 0,
             support_slices,
             support_size,
+            strategy,
         });
         Ok(())
     }
@@ -374,13 +416,42 @@ impl Propagation {
             (at[1].round().max(0.0) as usize).min(h - 1),
         ];
         let support = Self::support(doc, label, &support);
-        let engine = self.engine()?;
-        let id = engine.submit(JobRequest::Explain {
-            support,
-            query_slice: slice,
-            pixel,
-            support_size,
+        let annotated: Vec<usize> = support.slices.iter().map(|s| s.index).collect();
+        // A slice of the last chained propagation is explained with the supports it was
+        // segmented with: its nearest annotated slices and the predicted slices before
+        // it (their masks as the session holds them).
+        let chained = self.last.as_ref().and_then(|last| match last.strategy {
+            Strategy::Chain(c) if last.doc_key == doc.key && last.label == label => last
+                .groups
+                .iter()
+                .find(|g| g.queries.contains(&slice))
+                .map(|g| (c.nearest, g.support.clone())),
+            _ => None,
         });
+        let job = match chained {
+            Some((nearest, used)) => JobRequest::ExplainChained {
+                memory: used
+                    .iter()
+                    .filter(|z| !annotated.contains(z))
+                    .map(|&z| engine::SupportSlice {
+                        index: z,
+                        mask: doc.session.mask(z, label),
+                    })
+                    .collect(),
+                support,
+                query_slice: slice,
+                pixel,
+                nearest,
+            },
+            None => JobRequest::Explain {
+                support,
+                query_slice: slice,
+                pixel,
+                support_size,
+            },
+        };
+        let engine = self.engine()?;
+        let id = engine.submit(job);
         let stages = self
             .explain
             .as_ref()
@@ -496,6 +567,9 @@ impl Propagation {
                                 stats.groups.len()
                             ));
                         }
+                        if let Strategy::Chain(c) = run.strategy {
+                            text.push_str(&chain_summary(&c, stats.queried(), stats.slices));
+                        }
                         if let Some(f) = frames {
                             text.push_str(&format!(
                                 " UI frame build time: median {:.1} ms, 95th percentile {:.1} ms, max {:.1} ms.",
@@ -517,6 +591,11 @@ impl Propagation {
                             support_slices: stats.support_slices,
                             support_size: stats.support_size,
                             support_groups: stats.groups.len(),
+                            strategy: run.strategy,
+                            doc_key: run.doc_key,
+                            label: run.label,
+                            queried: stats.queried(),
+                            groups: stats.groups,
                         });
                         out.propagation_finished = true;
                     }
@@ -600,6 +679,7 @@ mod tests {
             written: 10,
             support_slices: 2,
             support_size: None,
+            strategy: Strategy::default(),
         };
         let eta = run.eta(t0 + Duration::from_secs(5)).unwrap();
         assert!((eta.as_secs_f64() - 10.0).abs() < 1e-6);
@@ -610,6 +690,34 @@ mod tests {
             ..run
         };
         assert_eq!(waiting.eta(t0), None);
+    }
+
+    #[test]
+    fn a_chained_run_says_what_it_did() {
+        let text = chain_summary(&engine::ChainOptions::default(), 31, 120);
+        assert!(text.contains("2 nearest annotated slices"), "{text}");
+        assert!(text.contains("2 slices predicted just before it"), "{text}");
+        assert!(text.contains("31 of 120"), "{text}");
+        assert!(
+            text.contains("50 % network and 50 % shape-based interpolation"),
+            "{text}"
+        );
+        let plain = engine::ChainOptions {
+            nearest: 1,
+            memory: 0,
+            prior_weight: 0.0,
+            ..Default::default()
+        };
+        let text = chain_summary(&plain, 5, 5);
+        assert!(
+            text.contains("1 nearest annotated slice;")
+                || text.contains("1 nearest annotated slice "),
+            "{text}"
+        );
+        assert!(
+            !text.contains("interpolation") && !text.contains("just before"),
+            "{text}"
+        );
     }
 
     #[test]

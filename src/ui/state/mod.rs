@@ -138,12 +138,18 @@ pub struct AppState {
     /// ends, shape prior) with these options; `None`: the paper's one-shot propagation
     /// with [`Self::support_size`].
     pub chain: Option<crate::engine::ChainOptions>,
+    /// "Fill between slices" runs so far (their undo groups).
+    fill_groups: u64,
     stroke: Option<Stroke>,
     load: Option<LoadJob>,
     autosave: AutosaveTimer,
     autosave_job: Option<AutosaveJob>,
     waker: Waker,
 }
+
+/// Undo groups of "Fill between slices" start here, far from the engine's job ids
+/// (which group a propagation's predictions).
+const FILL_GROUPS: u64 = 1 << 62;
 
 impl AppState {
     /// A new state; starts loading `config.open` and looks for recovery files.
@@ -177,6 +183,7 @@ impl AppState {
             propagate_margin: Some(10),
             support_size: Some(DEFAULT_SUPPORT_SIZE),
             chain: Some(crate::engine::ChainOptions::default()),
+            fill_groups: 0,
             stroke: None,
             load: None,
             autosave_job: None,
@@ -466,6 +473,7 @@ impl AppState {
             }
             Action::SetPropagateMargin(m) => self.propagate_margin = m,
             Action::SetSupportSize(k) => self.support_size = k.map(|k| k.max(1)),
+            Action::SetChain(c) => self.chain = c,
             // Structures.
             Action::SelectStructure(v) => self.select_structure(v),
             Action::AddStructure => self.add_structure(),
@@ -491,6 +499,7 @@ impl AppState {
             Action::NextToReview => self.next_to_review(),
             // The network.
             Action::Propagate => self.propagate(),
+            Action::FillBetweenSlices => self.fill_between_slices(),
             Action::CancelPropagation => self.propagation.cancel(),
             Action::Explain { slice, at } => self.explain(slice, at),
             Action::CloseExplain => self.propagation.close_explanation(),
@@ -910,6 +919,39 @@ impl AppState {
         }
         if let Err(text) = self.propagation.start(doc, plan, strategy) {
             self.notify(Level::Error, text);
+        }
+    }
+
+    /// Fills the active structure between its support slices by shape-based
+    /// interpolation (no network); the slices become predictions to review.
+    fn fill_between_slices(&mut self) {
+        if self.propagation.run().is_some() {
+            self.notify(
+                Level::Info,
+                "Wait for the propagation to finish (or cancel it) first.",
+            );
+            return;
+        }
+        let Some(doc) = &mut self.doc else { return };
+        let Some(label) = doc.active else {
+            self.notify(
+                Level::Error,
+                "add a structure and paint it on a few slices first",
+            );
+            return;
+        };
+        self.fill_groups += 1;
+        let group = FILL_GROUPS + self.fill_groups;
+        match doc.session.fill_between_slices(label, group) {
+            Ok(0) => self.notify(
+                Level::Info,
+                "Fill between slices needs the structure painted on at least two slices, with unreviewed slices between them.",
+            ),
+            Ok(n) => self.notify(
+                Level::Info,
+                format!("Filled {n} slices between your slices by shape-based interpolation (no network); review them like predictions."),
+            ),
+            Err(e) => self.notify(Level::Error, e.to_string()),
         }
     }
 
