@@ -26,6 +26,10 @@ pub struct TrainArgs {
     /// Continue the run in `--out`.
     #[arg(long)]
     pub resume: bool,
+    /// Start a new run from these weights instead of a random initialisation
+    /// (fine-tuning, e.g. from weights/icseg-lite.bpk); ignored when resuming.
+    #[arg(long, value_name = "FILE")]
+    pub init_weights: Option<PathBuf>,
     /// Network configuration (`lite`, `paper`, or `tiny` for smoke tests).
     #[arg(long, default_value = "lite")]
     pub config: String,
@@ -90,6 +94,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     cfg.validation_episodes = args.validation_episodes;
     cfg.data = args.data.iter().map(|p| p.display().to_string()).collect();
     cfg.validation_data = args.val_data.as_ref().map(|p| p.display().to_string());
+    cfg.init_weights = args.init_weights.as_ref().map(|p| p.display().to_string());
 
     let compute = select_device(args.device).context("no usable compute device")?;
     eprintln!("device: {}", compute.description);

@@ -146,6 +146,9 @@ pub struct TrainConfig {
     /// The validation folder, as given.
     #[serde(default)]
     pub validation_data: Option<String>,
+    /// The weights a fine-tuning run started from (`None`: random initialisation).
+    #[serde(default)]
+    pub init_weights: Option<String>,
 }
 
 impl TrainConfig {
@@ -170,6 +173,7 @@ impl TrainConfig {
             validation_episodes: 48,
             data: Vec::new(),
             validation_data: None,
+            init_weights: None,
         }
     }
 
@@ -546,7 +550,12 @@ pub fn train(
     let (mut model, mut optim, mut state) = if run.resume && files.state.exists() {
         resume(config, &files, &device, optim)?
     } else {
-        (config.model.init(&device), optim, TrainState::new(config))
+        let model = match &config.init_weights {
+            // Fine-tuning: a new run that starts from trained weights.
+            Some(path) => Model::load_weights(&config.model, Path::new(path), &device)?,
+            None => config.model.init(&device),
+        };
+        (model, optim, TrainState::new(config))
     };
     state.devices.push(run.device_name.clone());
     let cfg = state.config.clone();
