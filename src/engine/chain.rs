@@ -267,6 +267,8 @@ pub(super) fn propagate(
         .collect();
     let plan = ChainPlan::new(&annotated, &non_empty, slices);
     let weight = options.prior_weight.clamp(0.0, 1.0);
+    // With the prior alone the network's answer would be multiplied by zero: skip it.
+    let network_counts = weight < 1.0;
     let prior = (weight > 0.0).then(|| {
         let prior = ShapePrior::new(
             support.slices.iter().map(|s| (s.index, &s.mask)),
@@ -337,8 +339,11 @@ pub(super) fn propagate(
                     out.send(Event::Cancelled { id });
                     return Ok(());
                 }
-                let (predicted, t) =
-                    predictor.predict_batch(&features, volume, axis, batch, &prepared.region)?;
+                let (predicted, t) = if network_counts {
+                    predictor.predict_batch(&features, volume, axis, batch, &prepared.region)?
+                } else {
+                    (vec![zeros.clone(); batch.len()], Timings::default())
+                };
                 timings.add(&t);
                 batches += 1;
                 for (&slice, mut probabilities) in batch.iter().zip(predicted) {
@@ -385,13 +390,17 @@ pub(super) fn propagate(
                 let mut positions = nearest.clone();
                 positions.extend(memory.iter().map(|&z| pool_position[z].expect("encoded")));
                 let features = predictor.model().select_support(&pool, &positions);
-                let (mut predicted, t) = predictor.predict_batch(
-                    &features,
-                    volume,
-                    axis,
-                    &[step.slice],
-                    &prepared.region,
-                )?;
+                let (mut predicted, t) = if network_counts {
+                    predictor.predict_batch(
+                        &features,
+                        volume,
+                        axis,
+                        &[step.slice],
+                        &prepared.region,
+                    )?
+                } else {
+                    (vec![zeros.clone()], Timings::default())
+                };
                 timings.add(&t);
                 batches += 1;
                 let mut p = predicted.remove(0);

@@ -694,7 +694,12 @@ mod tests {
 
     #[test]
     fn a_chained_run_says_what_it_did() {
-        let text = chain_summary(&engine::ChainOptions::default(), 31, 120);
+        let options = engine::ChainOptions {
+            memory: 2,
+            prior_weight: 0.5,
+            ..Default::default()
+        };
+        let text = chain_summary(&options, 31, 120);
         assert!(text.contains("2 nearest annotated slices"), "{text}");
         assert!(text.contains("2 slices predicted just before it"), "{text}");
         assert!(text.contains("31 of 120"), "{text}");
