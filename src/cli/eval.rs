@@ -7,10 +7,7 @@ use clap::Args;
 
 use super::inference::ModelArgs;
 use crate::engine::{ChainOptions, Strategy};
-use crate::eval::{
-    self, CopySlice, EvalOptions, NearestSlice, NetworkPropagator, Propagator, Protocol,
-    ShapeInterpolation,
-};
+use crate::eval::{self, Baseline, EvalOptions, NetworkPropagator, Propagator, Protocol};
 use crate::volume::Axis;
 
 /// Arguments of `icseg eval`.
@@ -118,9 +115,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let mut owned: Vec<Box<dyn Propagator>> = Vec::new();
     for m in &args.methods {
         match m.as_str() {
-            "nearest" => owned.push(Box::new(NearestSlice)),
-            "interp" => owned.push(Box::new(ShapeInterpolation)),
-            "copy" => owned.push(Box::new(CopySlice)),
+            "nearest" => owned.push(Box::new(Baseline::NEAREST)),
+            "interp" => owned.push(Box::new(Baseline::INTERP)),
+            "copy" => owned.push(Box::new(Baseline::COPY)),
             spec => {
                 let strategy = network_strategy(spec)?.with_context(|| {
                     format!("unknown method `{spec}` (known: nearest, interp, copy, network, chain, oneshot, prior)")

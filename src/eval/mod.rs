@@ -116,64 +116,40 @@ fn clear_outside(mut mask: LabelMap, axis: Axis, slices: &[usize]) -> LabelMap {
     mask
 }
 
-/// Nearest-annotated-slice baseline as a [`Propagator`].
-pub struct NearestSlice;
-
-impl Propagator for NearestSlice {
-    fn name(&self) -> &str {
-        "nearest"
-    }
-
-    fn propagate(
-        &mut self,
-        _: &Arc<Volume>,
-        annotations: &LabelMap,
-        axis: Axis,
-        slices: &[usize],
-        bounded: bool,
-    ) -> Result<LabelMap, EvalError> {
-        let out = baselines::nearest_slice(annotations, axis, slices);
-        Ok(if bounded {
-            clear_outside(out, axis, slices)
-        } else {
-            out
-        })
-    }
+/// A classical baseline as a [`Propagator`]: a pure function of the annotated slices.
+/// Bounded, it predicts nothing outside the first and last annotated slice.
+#[derive(Clone, Copy)]
+pub struct Baseline {
+    name: &'static str,
+    fill: fn(&LabelMap, Axis, &[usize]) -> LabelMap,
 }
 
-/// Shape-based interpolation baseline as a [`Propagator`].
-pub struct ShapeInterpolation;
+impl Baseline {
+    /// Every slice copies the nearest annotated slice within half a gap
+    /// ([`baselines::nearest_slice`]).
+    pub const NEAREST: Baseline = Baseline {
+        name: "nearest",
+        fill: baselines::nearest_slice,
+    };
 
-impl Propagator for ShapeInterpolation {
-    fn name(&self) -> &str {
-        "interp"
-    }
+    /// Shape-based interpolation ([`baselines::shape_based_interpolation`]).
+    pub const INTERP: Baseline = Baseline {
+        name: "interp",
+        fill: baselines::shape_based_interpolation,
+    };
 
-    fn propagate(
-        &mut self,
-        _: &Arc<Volume>,
-        annotations: &LabelMap,
-        axis: Axis,
-        slices: &[usize],
-        bounded: bool,
-    ) -> Result<LabelMap, EvalError> {
-        let out = baselines::shape_based_interpolation(annotations, axis, slices);
-        Ok(if bounded {
-            clear_outside(out, axis, slices)
-        } else {
-            out
-        })
-    }
+    /// Every slice within [`baselines::COPY_RANGE_MM`] of an annotated slice copies the
+    /// nearest one (with one annotation: that slice copied ±20 mm; the honest baseline at
+    /// k = 1).
+    pub const COPY: Baseline = Baseline {
+        name: "copy",
+        fill: |a, axis, s| baselines::copy_within(a, axis, s, baselines::COPY_RANGE_MM),
+    };
 }
 
-/// The copy baseline as a [`Propagator`]: every slice within
-/// [`baselines::COPY_RANGE_MM`] of an annotated slice copies the nearest one (with one
-/// annotation: that slice copied up and down the volume for ±20 mm).
-pub struct CopySlice;
-
-impl Propagator for CopySlice {
+impl Propagator for Baseline {
     fn name(&self) -> &str {
-        "copy"
+        self.name
     }
 
     fn propagate(
@@ -184,7 +160,7 @@ impl Propagator for CopySlice {
         slices: &[usize],
         bounded: bool,
     ) -> Result<LabelMap, EvalError> {
-        let out = baselines::copy_within(annotations, axis, slices, baselines::COPY_RANGE_MM);
+        let out = (self.fill)(annotations, axis, slices);
         Ok(if bounded {
             clear_outside(out, axis, slices)
         } else {
@@ -313,6 +289,9 @@ pub fn dice_excluding(pred: &LabelMap, truth: &LabelMap, axis: Axis, excluded: &
     overlap_excluding(pred, truth, axis, excluded).dice()
 }
 
+/// The annotated slices of one structure and each method's [`Overlap`] with the truth.
+pub type Scored = (Vec<usize>, Vec<Overlap>);
+
 /// Runs the protocol for one structure: annotates `k` slices of `truth` (0/1) under
 /// `protocol` and scores each method's prediction. Returns `None` when the structure is
 /// shorter than [`MIN_EXTENT`] along `axis`.
@@ -323,7 +302,7 @@ pub fn evaluate_structure(
     k: usize,
     protocol: Protocol,
     methods: &mut [&mut dyn Propagator],
-) -> Result<Option<(Vec<usize>, Vec<Overlap>)>, EvalError> {
+) -> Result<Option<Scored>, EvalError> {
     let Some(extent) = truth.slice_extent(axis, 1) else {
         return Ok(None);
     };
@@ -380,11 +359,7 @@ mod tests {
             .unwrap(),
         );
         let ann = keep_slices(&truth, Axis::K, &[4, 10, 15]);
-        for method in [
-            &mut NearestSlice as &mut dyn Propagator,
-            &mut ShapeInterpolation,
-            &mut CopySlice,
-        ] {
+        for mut method in [Baseline::NEAREST, Baseline::INTERP, Baseline::COPY] {
             let free = method
                 .propagate(&volume, &ann, Axis::K, &[4, 10, 15], false)
                 .unwrap();
@@ -488,13 +463,14 @@ mod tests {
             )
             .unwrap(),
         );
+        let mut nearest = Baseline::NEAREST;
         let r = evaluate_structure(
             &volume,
             &truth,
             Axis::K,
             1,
             Protocol::Inner,
-            &mut [&mut NearestSlice],
+            &mut [&mut nearest],
         )
         .unwrap();
         assert!(r.is_none());
