@@ -273,10 +273,13 @@ fn annotate_propagate_review_explain_and_save_the_sample() {
         let doc = app.state.doc.as_ref().unwrap();
         let e = app.state.propagation.explanation().unwrap();
         assert_eq!(e.query.0, k_query);
-        (
-            doc.session.support_slices(doc.active.unwrap()).len(),
-            e.latency.unwrap(),
-        )
+        // The chained propagation segmented the slice with its two nearest support
+        // slices: the explanation shows exactly those.
+        let support = doc.session.support_slices(doc.active.unwrap());
+        let used = &e.result.as_ref().unwrap().support_slices;
+        assert_eq!(used.len(), 2.min(support.len()), "{used:?} of {support:?}");
+        assert!(used.iter().all(|z| support.contains(z)), "{used:?} of {support:?}");
+        (used.len(), e.latency.unwrap())
     };
     eprintln!(
         "explain latency (debug build, click to panel): {:.0} ms",
