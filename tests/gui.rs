@@ -278,7 +278,10 @@ fn annotate_propagate_review_explain_and_save_the_sample() {
         let support = doc.session.support_slices(doc.active.unwrap());
         let used = &e.result.as_ref().unwrap().support_slices;
         assert_eq!(used.len(), 2.min(support.len()), "{used:?} of {support:?}");
-        assert!(used.iter().all(|z| support.contains(z)), "{used:?} of {support:?}");
+        assert!(
+            used.iter().all(|z| support.contains(z)),
+            "{used:?} of {support:?}"
+        );
         (used.len(), e.latency.unwrap())
     };
     eprintln!(

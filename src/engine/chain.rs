@@ -26,10 +26,9 @@
 use std::time::Instant;
 
 use super::{
-    Cancellation, EngineError, Event, Outbox, PropagationJob, PropagationStats, Queue,
-    SupportGroup, Timings, serve_between_batches,
+    Cancellation, EngineConfig, EngineError, Event, Outbox, Predictor, PropagationJob,
+    PropagationStats, Queue, SupportGroup, SupportSet, Timings, is_inside, must_stop,
 };
-use super::{EngineConfig, Predictor, is_inside};
 use crate::model::SupportFeatures;
 use crate::volume::Image2D;
 use crate::volume::interpolate::ShapePrior;
@@ -238,225 +237,318 @@ pub(super) fn propagate(
     cancellation: &Cancellation,
     queue: &mut Queue,
 ) -> Result<(), EngineError> {
-    let PropagationJob {
-        id,
-        support,
-        slices,
-        ..
-    } = job;
     let start = Instant::now();
-    let total = slices.len();
-    out.send(Event::Progress { id, done: 0, total });
-    let prepared = predictor.prepare_support(support, config.roi)?;
-    let (annotated_features, cache) = predictor.support_features(&prepared);
-    let support_encoding = start.elapsed();
-
-    let volume = &support.volume;
-    let axis = support.axis;
-    let g = volume.geometry();
-    let count = g.slice_count(axis);
-    if let Some(&bad) = slices.iter().find(|&&i| i >= count) {
-        return Err(EngineError::SliceOutOfRange { index: bad, count });
-    }
-    let (w, h) = g.slice_dims(axis);
-    let annotated: Vec<usize> = support.slices.iter().map(|s| s.index).collect();
-    let non_empty: Vec<bool> = support
-        .slices
-        .iter()
-        .map(|s| s.mask.data.iter().any(|&v| v != 0))
-        .collect();
-    let plan = ChainPlan::new(&annotated, &non_empty, slices);
-    let weight = options.prior_weight.clamp(0.0, 1.0);
-    // With the prior alone the network's answer would be multiplied by zero: skip it.
-    let network_counts = weight < 1.0;
-    let prior = (weight > 0.0).then(|| {
-        let prior = ShapePrior::new(
-            support.slices.iter().map(|s| (s.index, &s.mask)),
-            g.slice_spacing_mm(axis),
-            g.spacing_mm[axis.index()],
-            options.taper,
-        );
-        match options.hold_mm {
-            Some(mm) => prior.with_hold_mm(f64::from(mm)),
-            None => prior,
-        }
+    let id = job.id;
+    out.send(Event::Progress {
+        id,
+        done: 0,
+        total: job.slices.len(),
     });
-
-    // Every slice's state: its mask once predicted, and its place in the feature pool.
-    let mut masks: Vec<Option<Image2D<u8>>> = vec![None; count];
-    let mut pool_position: Vec<Option<usize>> = vec![None; count];
-    for (p, s) in support.slices.iter().enumerate() {
-        pool_position[s.index] = Some(p);
-    }
-    let mut pool: SupportFeatures = annotated_features;
-    let mut pool_len = annotated.len();
-    let is_annotated_non_empty = |z: usize| {
-        annotated
-            .iter()
-            .zip(&non_empty)
-            .any(|(&a, &ne)| a == z && ne)
-    };
-
-    let mut timings = Timings::default();
-    let mut groups = Vec::new();
-    let mut batches = 0;
-    let mut done = 0;
-    let zeros = Image2D::filled(w, h, 0.0f32);
-    for &z in plan.unreachable() {
-        out.send(Event::SlicePredicted {
-            id,
-            slice: z,
-            probabilities: zeros.clone(),
-        });
-        done += 1;
-    }
-    let fuse = |p: &mut Image2D<f32>, slice: usize| {
-        if let Some(prior) = &prior {
-            let q = prior.probability(slice, w, h);
-            for (v, pv) in p.data.iter_mut().zip(&q.data) {
-                *v = (1.0 - weight) * *v + weight * pv;
-            }
-        }
-    };
-    let mut finished = vec![false; count];
+    let mut run = ChainRun::new(predictor, config, &job, options)?;
+    run.answer_unreachable(out);
 
     // Without memory the slices between the annotations depend on nothing predicted:
     // they run first, in batches of the queries that use the same annotated slices.
     if options.memory == 0 {
-        let mut by_support: Vec<(Vec<usize>, Vec<usize>)> = Vec::new();
-        for step in plan.steps().iter().filter(|s| !s.gated) {
-            let positions = plan.nearest_annotated(step.slice, options.nearest);
-            match by_support.iter_mut().find(|(p, _)| *p == positions) {
-                Some((_, queries)) => queries.push(step.slice),
-                None => by_support.push((positions, vec![step.slice])),
-            }
-        }
-        for (positions, queries) in &by_support {
-            let features = predictor.model().select_support(&pool, positions);
+        for (positions, queries) in run.independent_groups() {
             for batch in queries.chunks(config.batch_size.max(1)) {
-                serve_between_batches(predictor, config, out, cancellation, queue);
-                if cancellation.is_cancelled(id) || queue.shutdown {
-                    out.send(Event::Cancelled { id });
+                if must_stop(id, predictor, config, out, cancellation, queue) {
                     return Ok(());
                 }
-                let (predicted, t) = if network_counts {
-                    predictor.predict_batch(&features, volume, axis, batch, &prepared.region)?
-                } else {
-                    (vec![zeros.clone(); batch.len()], Timings::default())
-                };
-                timings.add(&t);
-                batches += 1;
-                for (&slice, mut probabilities) in batch.iter().zip(predicted) {
-                    fuse(&mut probabilities, slice);
-                    masks[slice] = Some(probabilities.map(|v| u8::from(is_inside(v))));
-                    finished[slice] = true;
-                    out.send(Event::SlicePredicted {
-                        id,
-                        slice,
-                        probabilities,
-                    });
-                    done += 1;
+                let predicted = run.predict(predictor, &positions, batch)?;
+                for (&slice, probabilities) in batch.iter().zip(predicted) {
+                    run.deliver(out, slice, probabilities);
                 }
-                out.send(Event::Progress { id, done, total });
+                run.progress(out);
             }
-            groups.push(SupportGroup {
-                support: positions.iter().map(|&p| annotated[p]).collect(),
-                queries: queries.clone(),
-            });
+            let support = positions.iter().map(|&p| run.annotated[p]).collect();
+            run.groups.push(SupportGroup { support, queries });
         }
     }
 
-    for wave in plan.waves() {
-        let mut new_memory: Vec<(usize, Image2D<u8>)> = Vec::new();
-        for step in wave {
-            if finished[step.slice] {
+    // The rest in waves outward: each slice may lean on the waves before it.
+    let waves: Vec<Vec<Step>> = run.plan.waves().map(<[Step]>::to_vec).collect();
+    for wave in waves {
+        let mut new_memory = Vec::new();
+        for step in &wave {
+            if run.masks[step.slice].is_some() {
                 continue;
             }
-            serve_between_batches(predictor, config, out, cancellation, queue);
-            if cancellation.is_cancelled(id) || queue.shutdown {
-                out.send(Event::Cancelled { id });
+            if must_stop(id, predictor, config, out, cancellation, queue) {
                 return Ok(());
             }
-            let previous = step.previous();
-            let alive = is_annotated_non_empty(previous)
-                || masks[previous]
-                    .as_ref()
-                    .is_some_and(|m| m.data.iter().any(|&v| v != 0));
-            let probabilities = if step.gated && !alive {
-                zeros.clone()
+            let probabilities = if step.gated && !run.is_non_empty(step.previous()) {
+                run.zeros.clone()
             } else {
-                let memory = plan.memory(step, options.memory, |z| pool_position[z].is_some());
-                let nearest = plan.nearest_annotated(step.slice, options.nearest);
-                let mut positions = nearest.clone();
-                positions.extend(memory.iter().map(|&z| pool_position[z].expect("encoded")));
-                let features = predictor.model().select_support(&pool, &positions);
-                let (mut predicted, t) = if network_counts {
-                    predictor.predict_batch(
-                        &features,
-                        volume,
-                        axis,
-                        &[step.slice],
-                        &prepared.region,
-                    )?
-                } else {
-                    (vec![zeros.clone()], Timings::default())
-                };
-                timings.add(&t);
-                batches += 1;
-                let mut p = predicted.remove(0);
-                fuse(&mut p, step.slice);
-                let mut used: Vec<usize> = nearest.into_iter().map(|p| annotated[p]).collect();
-                used.extend(&memory);
-                groups.push(SupportGroup {
+                let (positions, used) = run.supports(step);
+                let p = run.predict(predictor, &positions, &[step.slice])?.remove(0);
+                run.groups.push(SupportGroup {
                     support: used,
                     queries: vec![step.slice],
                 });
                 p
             };
-            let mask = probabilities.map(|v| u8::from(is_inside(v)));
-            if options.memory > 0 && pool_position[step.slice].is_none() {
-                new_memory.push((step.slice, mask.clone()));
+            if options.memory > 0 {
+                new_memory.push(step.slice);
             }
-            masks[step.slice] = Some(mask);
-            finished[step.slice] = true;
-            out.send(Event::SlicePredicted {
-                id,
-                slice: step.slice,
-                probabilities,
-            });
-            done += 1;
-            out.send(Event::Progress { id, done, total });
+            run.deliver(out, step.slice, probabilities);
+            run.progress(out);
         }
-        // The wave's predictions become supports for the waves after it.
-        if !new_memory.is_empty() {
-            let slices: Vec<(usize, &Image2D<u8>)> =
-                new_memory.iter().map(|(z, m)| (*z, m)).collect();
-            let encoded = predictor.encode_slices(volume, axis, &slices, &prepared.region);
-            pool = predictor.model().concat_support(&pool, &encoded);
-            for (z, _) in &new_memory {
-                pool_position[*z] = Some(pool_len);
-                pool_len += 1;
-            }
-        }
+        run.remember(predictor, &new_memory);
     }
-    out.send(Event::Progress { id, done, total });
-    out.send(Event::PropagationFinished {
-        id,
-        stats: PropagationStats {
-            slices: total,
-            batches,
-            support_slices: annotated.len(),
-            support_size: None,
-            groups,
+    run.finish(out, start);
+    Ok(())
+}
+
+/// A chained propagation in progress: the plan, what is known of every slice, and the
+/// features of every slice that can serve as a support.
+struct ChainRun<'a> {
+    id: super::JobId,
+    support: &'a SupportSet,
+    options: ChainOptions,
+    plan: ChainPlan,
+    region: crate::volume::Region,
+    /// The shape prior and its weight in the blend (`None` with weight 0).
+    prior: Option<ShapePrior>,
+    weight: f32,
+    annotated: Vec<usize>,
+    non_empty: Vec<bool>,
+    /// Each slice's mask once answered.
+    masks: Vec<Option<Image2D<u8>>>,
+    /// Support features of the annotated slices, then of the remembered predictions.
+    pool: SupportFeatures,
+    pool_position: Vec<Option<usize>>,
+    pool_len: usize,
+    zeros: Image2D<f32>,
+    total: usize,
+    done: usize,
+    batches: usize,
+    groups: Vec<SupportGroup>,
+    timings: Timings,
+    cache: super::CacheUse,
+    support_encoding: std::time::Duration,
+}
+
+impl<'a> ChainRun<'a> {
+    /// Prepares and encodes the annotated slices and plans the job.
+    fn new(
+        predictor: &mut Predictor,
+        config: &EngineConfig,
+        job: &PropagationJob<'a>,
+        options: ChainOptions,
+    ) -> Result<Self, EngineError> {
+        let start = Instant::now();
+        let support = job.support;
+        let prepared = predictor.prepare_support(support, config.roi)?;
+        let (pool, cache) = predictor.support_features(&prepared);
+        let support_encoding = start.elapsed();
+        let g = support.volume.geometry();
+        let axis = support.axis;
+        let count = g.slice_count(axis);
+        if let Some(&bad) = job.slices.iter().find(|&&i| i >= count) {
+            return Err(EngineError::SliceOutOfRange { index: bad, count });
+        }
+        let annotated: Vec<usize> = support.slices.iter().map(|s| s.index).collect();
+        let non_empty: Vec<bool> = support
+            .slices
+            .iter()
+            .map(|s| s.mask.data.iter().any(|&v| v != 0))
+            .collect();
+        let weight = options.prior_weight.clamp(0.0, 1.0);
+        let prior = (weight > 0.0).then(|| {
+            let prior = ShapePrior::new(
+                support.slices.iter().map(|s| (s.index, &s.mask)),
+                g.slice_spacing_mm(axis),
+                g.spacing_mm[axis.index()],
+                options.taper,
+            );
+            match options.hold_mm {
+                Some(mm) => prior.with_hold_mm(f64::from(mm)),
+                None => prior,
+            }
+        });
+        let mut pool_position = vec![None; count];
+        for (p, &z) in annotated.iter().enumerate() {
+            pool_position[z] = Some(p);
+        }
+        let (w, h) = g.slice_dims(axis);
+        Ok(Self {
+            id: job.id,
+            support,
+            options,
+            plan: ChainPlan::new(&annotated, &non_empty, job.slices),
+            region: prepared.region,
+            prior,
+            weight,
+            pool_len: annotated.len(),
+            annotated,
+            non_empty,
+            masks: vec![None; count],
+            pool,
+            pool_position,
+            zeros: Image2D::filled(w, h, 0.0),
+            total: job.slices.len(),
+            done: 0,
+            batches: 0,
+            groups: Vec::new(),
+            timings: Timings::default(),
             cache,
             support_encoding,
-            retrieval: std::time::Duration::ZERO,
-            timings,
-            total: start.elapsed(),
-            region: prepared.region,
-        },
-    });
-    Ok(())
+        })
+    }
+
+    /// Answers the slices no path reaches: empty.
+    fn answer_unreachable(&mut self, out: &Outbox) {
+        for z in self.plan.unreachable().to_vec() {
+            self.deliver(out, z, self.zeros.clone());
+        }
+    }
+
+    /// The steps between the annotations, grouped by the annotated slices they use.
+    fn independent_groups(&self) -> Vec<(Vec<usize>, Vec<usize>)> {
+        let mut groups: Vec<(Vec<usize>, Vec<usize>)> = Vec::new();
+        for step in self.plan.steps().iter().filter(|s| !s.gated) {
+            let positions = self
+                .plan
+                .nearest_annotated(step.slice, self.options.nearest);
+            match groups.iter_mut().find(|(p, _)| *p == positions) {
+                Some((_, queries)) => queries.push(step.slice),
+                None => groups.push((positions, vec![step.slice])),
+            }
+        }
+        groups
+    }
+
+    /// The pool positions a step is segmented with, and those slices' indices: its
+    /// nearest annotated slices and its memory.
+    fn supports(&self, step: &Step) -> (Vec<usize>, Vec<usize>) {
+        let memory = self.plan.memory(step, self.options.memory, |z| {
+            self.pool_position[z].is_some()
+        });
+        let mut positions = self
+            .plan
+            .nearest_annotated(step.slice, self.options.nearest);
+        let mut used: Vec<usize> = positions.iter().map(|&p| self.annotated[p]).collect();
+        positions.extend(memory.iter().filter_map(|&z| self.pool_position[z]));
+        used.extend(memory);
+        (positions, used)
+    }
+
+    /// Whether slice `z` holds the structure: a non-empty annotation or prediction.
+    fn is_non_empty(&self, z: usize) -> bool {
+        let annotated = self
+            .annotated
+            .iter()
+            .zip(&self.non_empty)
+            .any(|(&a, &ne)| a == z && ne);
+        annotated
+            || self.masks[z]
+                .as_ref()
+                .is_some_and(|m| m.data.iter().any(|&v| v != 0))
+    }
+
+    /// The blended probabilities of `slices` (one batch) segmented with the pool's
+    /// `positions`. With the prior alone the network is not run.
+    fn predict(
+        &mut self,
+        predictor: &Predictor,
+        positions: &[usize],
+        slices: &[usize],
+    ) -> Result<Vec<Image2D<f32>>, EngineError> {
+        let mut predicted = if self.weight < 1.0 {
+            let features = predictor.model().select_support(&self.pool, positions);
+            let (p, t) = predictor.predict_batch(
+                &features,
+                &self.support.volume,
+                self.support.axis,
+                slices,
+                &self.region,
+            )?;
+            self.timings.add(&t);
+            self.batches += 1;
+            p
+        } else {
+            vec![self.zeros.clone(); slices.len()]
+        };
+        if let Some(prior) = &self.prior {
+            let (w, h) = (self.zeros.width, self.zeros.height);
+            for (p, &z) in predicted.iter_mut().zip(slices) {
+                let q = prior.probability(z, w, h);
+                for (v, pv) in p.data.iter_mut().zip(&q.data) {
+                    *v = (1.0 - self.weight) * *v + self.weight * pv;
+                }
+            }
+        }
+        Ok(predicted)
+    }
+
+    /// Records slice `z`'s answer and sends it.
+    fn deliver(&mut self, out: &Outbox, z: usize, probabilities: Image2D<f32>) {
+        self.masks[z] = Some(probabilities.map(|v| u8::from(is_inside(v))));
+        self.done += 1;
+        out.send(Event::SlicePredicted {
+            id: self.id,
+            slice: z,
+            probabilities,
+        });
+    }
+
+    fn progress(&self, out: &Outbox) {
+        out.send(Event::Progress {
+            id: self.id,
+            done: self.done,
+            total: self.total,
+        });
+    }
+
+    /// Encodes the predicted `slices` with their masks so that later waves can use them
+    /// as memory.
+    fn remember(&mut self, predictor: &Predictor, slices: &[usize]) {
+        let fresh: Vec<usize> = slices
+            .iter()
+            .copied()
+            .filter(|&z| self.pool_position[z].is_none())
+            .collect();
+        if fresh.is_empty() {
+            return;
+        }
+        let with_masks: Vec<(usize, &Image2D<u8>)> = fresh
+            .iter()
+            .map(|&z| (z, self.masks[z].as_ref().expect("answered")))
+            .collect();
+        let encoded = predictor.encode_slices(
+            &self.support.volume,
+            self.support.axis,
+            &with_masks,
+            &self.region,
+        );
+        self.pool = predictor.model().concat_support(&self.pool, &encoded);
+        for z in fresh {
+            self.pool_position[z] = Some(self.pool_len);
+            self.pool_len += 1;
+        }
+    }
+
+    /// Sends the end of the job with its report.
+    fn finish(self, out: &Outbox, start: Instant) {
+        self.progress(out);
+        out.send(Event::PropagationFinished {
+            id: self.id,
+            stats: PropagationStats {
+                slices: self.total,
+                batches: self.batches,
+                support_slices: self.annotated.len(),
+                support_size: None,
+                groups: self.groups,
+                cache: self.cache,
+                support_encoding: self.support_encoding,
+                retrieval: std::time::Duration::ZERO,
+                timings: self.timings,
+                total: start.elapsed(),
+                region: self.region,
+            },
+        });
+    }
 }
 
 #[cfg(test)]

@@ -862,6 +862,25 @@ fn serve_between_batches(
     }
 }
 
+/// Between two batches of propagation `id`: serves explanation requests
+/// ([`serve_between_batches`]) and tells whether the job must stop (cancelled, or the
+/// engine shutting down; `Cancelled` is then sent).
+fn must_stop(
+    id: JobId,
+    predictor: &mut Predictor,
+    config: &EngineConfig,
+    out: &Outbox,
+    cancellation: &Cancellation,
+    queue: &mut Queue,
+) -> bool {
+    serve_between_batches(predictor, config, out, cancellation, queue);
+    let stop = cancellation.is_cancelled(id) || queue.shutdown;
+    if stop {
+        out.send(Event::Cancelled { id });
+    }
+    stop
+}
+
 /// A propagation request.
 struct PropagationJob<'a> {
     id: JobId,
@@ -910,9 +929,7 @@ fn propagate(
         Some(k) => {
             let mut choices = Vec::with_capacity(total);
             for batch in slices.chunks(batch_size) {
-                serve_between_batches(predictor, config, out, cancellation, queue);
-                if cancellation.is_cancelled(id) || queue.shutdown {
-                    out.send(Event::Cancelled { id });
+                if must_stop(id, predictor, config, out, cancellation, queue) {
                     return Ok(());
                 }
                 let inputs = predictor.query_inputs(
@@ -953,9 +970,7 @@ fn propagate(
     let mut timings = Timings::default();
     let mut done = 0;
     for &(g, batch) in &batches {
-        serve_between_batches(predictor, config, out, cancellation, queue);
-        if cancellation.is_cancelled(id) || queue.shutdown {
-            out.send(Event::Cancelled { id });
+        if must_stop(id, predictor, config, out, cancellation, queue) {
             return Ok(());
         }
         let group_features = match limit {
