@@ -146,6 +146,51 @@ pub fn summarise_frames(times: &[Duration]) -> Option<FrameSummary> {
     })
 }
 
+/// The message at the end of a propagation: how long it took, what the run rule
+/// cleared, how the support set was used, and the UI's frame times.
+fn finished_message(
+    stats: &engine::PropagationStats,
+    run: &Run,
+    cut_off: usize,
+    frames: Option<FrameSummary>,
+    intervals: Option<FrameSummary>,
+) -> String {
+    let per_slice = stats.total.as_secs_f64() * 1000.0 / stats.slices.max(1) as f64;
+    let mut text = format!(
+        "Propagated {} slices in {:.1} s ({per_slice:.0} ms per slice).",
+        stats.slices,
+        stats.total.as_secs_f64()
+    );
+    if cut_off > 0 {
+        text.push_str(&format!(
+            " {cut_off} predicted slices cut off from the structure by an empty slice were cleared."
+        ));
+    }
+    if let Some(k) = stats.support_size {
+        text.push_str(&format!(
+            " Each slice used the {k} most similar of {} support slices ({} distinct sets).",
+            stats.support_slices,
+            stats.groups.len()
+        ));
+    }
+    if let Strategy::Chain(c) = run.strategy {
+        text.push_str(&chain_summary(&c, stats.queried(), stats.slices));
+    }
+    if let Some(f) = frames {
+        text.push_str(&format!(
+            " UI frame build time: median {:.1} ms, 95th percentile {:.1} ms, max {:.1} ms.",
+            f.median_ms, f.p95_ms, f.max_ms
+        ));
+    }
+    if let Some(f) = intervals {
+        text.push_str(&format!(
+            " Frame intervals: median {:.0} ms, 95th percentile {:.0} ms, max {:.0} ms.",
+            f.median_ms, f.p95_ms, f.max_ms
+        ));
+    }
+    text
+}
+
 /// What a chained propagation did, for the user: which slices each slice was segmented
 /// with, where it stopped, and that the result is blended with interpolation.
 pub fn chain_summary(c: &engine::ChainOptions, queried: usize, asked: usize) -> String {
@@ -482,27 +527,9 @@ impl Propagation {
         };
         let events: Vec<Event> = engine.poll().collect();
         for event in events {
+            let doc = doc.as_deref_mut();
             match event {
-                Event::Ready(info) => {
-                    let weights = match &info.weights {
-                        WeightsStatus::Loaded(p) => format!("weights {}", p.display()),
-                        WeightsStatus::RandomInit => {
-                            out.notices.push((
-                                Level::Warning,
-                                "no trained weights were found, so the network is randomly initialised and its predictions are meaningless; put icseg-lite.bpk in ./weights or set ICSEG_WEIGHTS_DIR".into(),
-                            ));
-                            "random weights".into()
-                        }
-                    };
-                    out.notices.push((
-                        Level::Info,
-                        format!(
-                            "Network ready: {} ({weights}) on {}.",
-                            info.model, info.device
-                        ),
-                    ));
-                    self.info = Some(info);
-                }
+                Event::Ready(info) => self.on_ready(info, &mut out),
                 Event::StartFailed(e) => {
                     let text = e.to_string();
                     out.notices
@@ -519,86 +546,9 @@ impl Propagation {
                     id,
                     slice,
                     probabilities,
-                } => {
-                    let Some(run) = self.run.as_mut().filter(|r| r.id == id) else {
-                        continue;
-                    };
-                    run.first_result.get_or_insert_with(Instant::now);
-                    if let Some(d) = doc.as_deref_mut().filter(|d| d.key == run.doc_key) {
-                        match d
-                            .session
-                            .apply_prediction(run.label, slice, &probabilities, id.0)
-                        {
-                            Ok(true) => run.written += 1,
-                            Ok(false) => {}
-                            Err(e) => out.notices.push((Level::Error, e.to_string())),
-                        }
-                    }
-                }
+                } => self.on_slice(id, slice, &probabilities, doc, &mut out),
                 Event::PropagationFinished { id, stats } => {
-                    if self.run.as_ref().is_some_and(|r| r.id == id) {
-                        let run = self.run.take().expect("checked above");
-                        let mut cut_off = 0;
-                        if let Some(d) = doc.as_deref_mut().filter(|d| d.key == run.doc_key) {
-                            match d.session.keep_predicted_run(run.label, id.0) {
-                                Ok(n) => cut_off = n,
-                                Err(e) => out.notices.push((Level::Error, e.to_string())),
-                            }
-                            d.session.finish_propagation(id.0);
-                        }
-                        let frames = summarise_frames(&self.frame_times);
-                        let intervals = summarise_frames(&self.frame_intervals);
-                        let per_slice =
-                            stats.total.as_secs_f64() * 1000.0 / stats.slices.max(1) as f64;
-                        let mut text = format!(
-                            "Propagated {} slices in {:.1} s ({per_slice:.0} ms per slice).",
-                            stats.slices,
-                            stats.total.as_secs_f64()
-                        );
-                        if cut_off > 0 {
-                            text.push_str(&format!(
-                                " {cut_off} predicted slices cut off from the structure by an empty slice were cleared."
-                            ));
-                        }
-                        if let Some(k) = stats.support_size {
-                            text.push_str(&format!(
-                                " Each slice used the {k} most similar of {} support slices ({} distinct sets).",
-                                stats.support_slices,
-                                stats.groups.len()
-                            ));
-                        }
-                        if let Strategy::Chain(c) = run.strategy {
-                            text.push_str(&chain_summary(&c, stats.queried(), stats.slices));
-                        }
-                        if let Some(f) = frames {
-                            text.push_str(&format!(
-                                " UI frame build time: median {:.1} ms, 95th percentile {:.1} ms, max {:.1} ms.",
-                                f.median_ms, f.p95_ms, f.max_ms
-                            ));
-                        }
-                        if let Some(f) = intervals {
-                            text.push_str(&format!(
-                                " Frame intervals: median {:.0} ms, 95th percentile {:.0} ms, max {:.0} ms.",
-                                f.median_ms, f.p95_ms, f.max_ms
-                            ));
-                        }
-                        out.notices.push((Level::Info, text));
-                        self.last = Some(LastRun {
-                            slices: stats.slices,
-                            total: stats.total,
-                            frames,
-                            intervals,
-                            support_slices: stats.support_slices,
-                            support_size: stats.support_size,
-                            support_groups: stats.groups.len(),
-                            strategy: run.strategy,
-                            doc_key: run.doc_key,
-                            label: run.label,
-                            queried: stats.queried(),
-                            groups: stats.groups,
-                        });
-                        out.propagation_finished = true;
-                    }
+                    self.on_finished(id, stats, doc, &mut out)
                 }
                 Event::Explained { id, explanation } => {
                     if let Some(ex) = self.explain.as_mut().filter(|e| e.id == id) {
@@ -608,11 +558,7 @@ impl Propagation {
                     }
                 }
                 Event::Cancelled { id } => {
-                    if self.run.as_ref().is_some_and(|r| r.id == id) {
-                        let run = self.run.take().expect("checked above");
-                        if let Some(d) = doc.as_deref_mut().filter(|d| d.key == run.doc_key) {
-                            d.session.finish_propagation(id.0);
-                        }
+                    if let Some(run) = self.end_run(id, doc) {
                         out.notices.push((
                             Level::Info,
                             format!(
@@ -624,11 +570,7 @@ impl Propagation {
                     }
                 }
                 Event::Failed { id, error } => {
-                    if self.run.as_ref().is_some_and(|r| r.id == id) {
-                        let run = self.run.take().expect("checked above");
-                        if let Some(d) = doc.as_deref_mut().filter(|d| d.key == run.doc_key) {
-                            d.session.finish_propagation(id.0);
-                        }
+                    if self.end_run(id, doc).is_some() {
                         out.notices
                             .push((Level::Error, format!("propagation failed: {error}")));
                     } else if self.explain.as_ref().is_some_and(|e| e.id == id) {
@@ -640,6 +582,114 @@ impl Propagation {
             }
         }
         out
+    }
+
+    /// The engine is up: say with which weights (warn about random ones).
+    fn on_ready(&mut self, info: EngineInfo, out: &mut PollEvents) {
+        let weights = match &info.weights {
+            WeightsStatus::Loaded(p) => format!("weights {}", p.display()),
+            WeightsStatus::RandomInit => {
+                out.notices.push((
+                    Level::Warning,
+                    "no trained weights were found, so the network is randomly initialised and its predictions are meaningless; put icseg-lite.bpk in ./weights or set ICSEG_WEIGHTS_DIR".into(),
+                ));
+                "random weights".into()
+            }
+        };
+        out.notices.push((
+            Level::Info,
+            format!(
+                "Network ready: {} ({weights}) on {}.",
+                info.model, info.device
+            ),
+        ));
+        self.info = Some(info);
+    }
+
+    /// One predicted slice of the running propagation goes into the session.
+    fn on_slice(
+        &mut self,
+        id: JobId,
+        slice: usize,
+        probabilities: &crate::volume::Image2D<f32>,
+        doc: Option<&mut Document>,
+        out: &mut PollEvents,
+    ) {
+        let Some(run) = self.run.as_mut().filter(|r| r.id == id) else {
+            return;
+        };
+        run.first_result.get_or_insert_with(Instant::now);
+        if let Some(d) = doc.filter(|d| d.key == run.doc_key) {
+            match d
+                .session
+                .apply_prediction(run.label, slice, probabilities, id.0)
+            {
+                Ok(true) => run.written += 1,
+                Ok(false) => {}
+                Err(e) => out.notices.push((Level::Error, e.to_string())),
+            }
+        }
+    }
+
+    /// Ends the run `id` (if it is the running one) and closes its undo step.
+    fn end_run(&mut self, id: JobId, doc: Option<&mut Document>) -> Option<Run> {
+        if self.run.as_ref().is_none_or(|r| r.id != id) {
+            return None;
+        }
+        let run = self.run.take()?;
+        if let Some(d) = doc.filter(|d| d.key == run.doc_key) {
+            d.session.finish_propagation(id.0);
+        }
+        Some(run)
+    }
+
+    /// The running propagation finished: apply the run rule in its undo step, report
+    /// what it did and remember it for the status bar and explanations.
+    fn on_finished(
+        &mut self,
+        id: JobId,
+        stats: engine::PropagationStats,
+        mut doc: Option<&mut Document>,
+        out: &mut PollEvents,
+    ) {
+        if self.run.as_ref().is_none_or(|r| r.id != id) {
+            return;
+        }
+        let mut cut_off = 0;
+        if let Some(d) = doc
+            .as_deref_mut()
+            .filter(|d| self.run.as_ref().is_some_and(|r| r.doc_key == d.key))
+        {
+            let label = self.run.as_ref().map_or(0, |r| r.label);
+            match d.session.keep_predicted_run(label, id.0) {
+                Ok(n) => cut_off = n,
+                Err(e) => out.notices.push((Level::Error, e.to_string())),
+            }
+        }
+        let Some(run) = self.end_run(id, doc) else {
+            return;
+        };
+        let frames = summarise_frames(&self.frame_times);
+        let intervals = summarise_frames(&self.frame_intervals);
+        out.notices.push((
+            Level::Info,
+            finished_message(&stats, &run, cut_off, frames, intervals),
+        ));
+        self.last = Some(LastRun {
+            slices: stats.slices,
+            total: stats.total,
+            frames,
+            intervals,
+            support_slices: stats.support_slices,
+            support_size: stats.support_size,
+            support_groups: stats.groups.len(),
+            strategy: run.strategy,
+            doc_key: run.doc_key,
+            label: run.label,
+            queried: stats.queried(),
+            groups: stats.groups,
+        });
+        out.propagation_finished = true;
     }
 
     /// Blocks until the running propagation (if any) ends; for tests and scripts.
