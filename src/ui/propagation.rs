@@ -284,6 +284,22 @@ impl ExplainView {
     }
 }
 
+/// Why a propagation or an explanation could not be asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The engine did not start (or runs without a network).
+    #[error("the network is not available: {0}")]
+    Unavailable(String),
+    /// No structure is selected.
+    #[error("select a structure in the label list first")]
+    NoStructure,
+    /// The structure has no support slice to explain with.
+    #[error(
+        "paint the structure on a few slices (or accept predictions) first; the explanation shows how the network uses them"
+    )]
+    NoSupport,
+}
+
 /// Results of one [`Propagation::poll`].
 #[derive(Default)]
 pub struct PollEvents {
@@ -384,11 +400,11 @@ impl Propagation {
         ))
     }
 
-    fn engine(&self) -> Result<&Engine, String> {
+    fn engine(&self) -> Result<&Engine, RequestError> {
         match (&self.engine, &self.failure) {
-            (_, Some(f)) => Err(format!("the network is not available: {f}")),
+            (_, Some(f)) => Err(RequestError::Unavailable(f.clone())),
             (Some(e), None) => Ok(e),
-            (None, None) => Err("the network is not available".into()),
+            (None, None) => Err(RequestError::Unavailable("not started".into())),
         }
     }
 
@@ -398,7 +414,7 @@ impl Propagation {
         doc: &Document,
         plan: PropagationPlan,
         strategy: Strategy,
-    ) -> Result<(), String> {
+    ) -> Result<(), RequestError> {
         let support_size = match strategy {
             Strategy::OneShot { support_size } => support_size,
             Strategy::Chain(_) => None,
@@ -447,13 +463,11 @@ impl Propagation {
         slice: usize,
         at: [f32; 2],
         support_size: Option<usize>,
-    ) -> Result<(), String> {
-        let label = doc
-            .active
-            .ok_or_else(|| "select a structure in the label list first".to_owned())?;
+    ) -> Result<(), RequestError> {
+        let label = doc.active.ok_or(RequestError::NoStructure)?;
         let support = doc.session.support_slices(label);
         if support.is_empty() {
-            return Err("paint the structure on a few slices (or accept predictions) first; the explanation shows how the network uses them".into());
+            return Err(RequestError::NoSupport);
         }
         let (w, h) = doc.volume.geometry().slice_dims(doc.session.axis());
         let pixel = [

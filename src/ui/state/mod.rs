@@ -665,8 +665,8 @@ impl AppState {
     fn explain(&mut self, slice: usize, at: [f32; 2]) {
         if let Some(doc) = &self.doc {
             let r = self.propagation.explain(doc, slice, at, self.support_size);
-            if let Err(text) = r {
-                self.notify(Level::Error, text);
+            if let Err(e) = r {
+                self.notify(Level::Error, e.to_string());
             }
         }
     }
@@ -917,8 +917,8 @@ impl AppState {
             );
             return;
         }
-        if let Err(text) = self.propagation.start(doc, plan, strategy) {
-            self.notify(Level::Error, text);
+        if let Err(e) = self.propagation.start(doc, plan, strategy) {
+            self.notify(Level::Error, e.to_string());
         }
     }
 
