@@ -112,7 +112,7 @@ impl EvalReport {
 
     /// Dice pooled over all structures at `k` for `method` on the slices at distance
     /// `d` = 1..=[`DISTANCES`] from the nearest annotated slice (index `d − 1`): voxels
-    /// summed first, so large structures weigh more.
+    /// summed first, so large structures weigh more. NaN where no structure reaches.
     pub fn dice_by_distance(&self, k: usize, method: &str) -> Vec<f64> {
         let mut sums = vec![[0u64; 2]; DISTANCES];
         for r in self.results.iter().filter(|r| r.k == k) {
@@ -123,7 +123,16 @@ impl EvalReport {
                 }
             }
         }
-        sums.into_iter().map(super::dice_of).collect()
+        // No voxel at that distance in either mask: nothing to score (NaN, "—").
+        sums.into_iter()
+            .map(|s| {
+                if s[1] == 0 {
+                    f64::NAN
+                } else {
+                    super::dice_of(s)
+                }
+            })
+            .collect()
     }
 
     /// Dice by distance from the nearest annotated slice, one row per `k` and method.
@@ -142,7 +151,13 @@ impl EvalReport {
                 let cells: String = self
                     .dice_by_distance(k, m)
                     .iter()
-                    .map(|v| format!(" {v:>6.3}"))
+                    .map(|v| {
+                        if v.is_nan() {
+                            format!(" {:>6}", "—")
+                        } else {
+                            format!(" {v:>6.3}")
+                        }
+                    })
                     .collect();
                 let _ = writeln!(out, "{:<28}{cells}", format!("{m}@{k}"));
             }
@@ -249,7 +264,7 @@ mod tests {
         // Two structures at k = 3, each [1, 4] at d = 1: pooled 2·2 / 8.
         let by_d = report.dice_by_distance(3, "nearest");
         assert!((by_d[0] - 0.5).abs() < 1e-12);
-        assert_eq!(by_d[1], 1.0, "nothing at d = 2 on either side");
+        assert!(by_d[1].is_nan(), "nothing at d = 2 on either side");
         assert!(report.distance_table().contains("nearest@3"));
     }
 }
