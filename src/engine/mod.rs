@@ -920,8 +920,8 @@ fn propagate(
     let (features, cache) = predictor.support_features(&prepared);
     let support_encoding = start.elapsed();
 
-    // With a support size, every query is prepared once here, scored, and its input
-    // kept for the prediction below.
+    // With a support size, every query is prepared and encoded once here, scored, and
+    // its input and encoding kept for the prediction below.
     let retrieval_start = Instant::now();
     let mut kept: Option<QueryInputs> = None;
     let groups = match limit {
@@ -932,13 +932,13 @@ fn propagate(
                 if must_stop(id, predictor, config, out, cancellation, queue) {
                     return Ok(());
                 }
-                let inputs = predictor.query_inputs(
+                let mut inputs = predictor.query_inputs(
                     &support.volume,
                     support.axis,
                     batch,
                     &prepared.region,
                 )?;
-                let picks = predictor.choose_for(support, &features.attention, &inputs, k)?;
+                let picks = predictor.choose_for(support, &features.attention, &mut inputs, k)?;
                 choices.extend(batch.iter().copied().zip(picks));
                 match kept.as_mut() {
                     Some(all) => all.append(inputs),

@@ -12,7 +12,7 @@ use burn::tensor::{Tensor, TensorData};
 use super::preprocess::{RoiMode, image_input, mask_input, native_to_model, support_region};
 use super::retrieval::most_similar;
 use super::{ComputeDevice, EngineError, Timings};
-use crate::model::{Model, SupportAttention, SupportFeatures, SupportValues};
+use crate::model::{Model, QueryEncoding, SupportAttention, SupportFeatures, SupportValues};
 use crate::volume::{Axis, Image2D, LabelMap, LabelValue, Region, Volume, paste_region_bilinear};
 
 /// One annotated slice of a support set.
@@ -134,8 +134,8 @@ pub fn support_limit(
 }
 
 /// Query slices resampled and normalised for the model ([`Predictor::query_inputs`]),
-/// kept so that a slice is prepared once even when it is scored for retrieval and then
-/// predicted.
+/// and, once scored for retrieval, their Attention Mapper Encoder pyramids: kept so
+/// that a slice is prepared and encoded once even when it is scored and then predicted.
 #[derive(Clone, Debug)]
 pub struct QueryInputs {
     /// The slice indices, in order.
@@ -143,6 +143,8 @@ pub struct QueryInputs {
     /// `slices.len() × size × size` model inputs.
     data: Vec<f32>,
     size: usize,
+    /// The queries' encodings, when retrieval computed them.
+    encoding: Option<QueryEncoding>,
 }
 
 impl QueryInputs {
@@ -150,6 +152,7 @@ impl QueryInputs {
     pub fn select(&self, slices: &[usize]) -> QueryInputs {
         let plane = self.size * self.size;
         let mut data = Vec::with_capacity(slices.len() * plane);
+        let mut rows = Vec::with_capacity(slices.len());
         for z in slices {
             let n = self
                 .slices
@@ -157,18 +160,24 @@ impl QueryInputs {
                 .position(|s| s == z)
                 .expect("a prepared slice");
             data.extend_from_slice(&self.data[n * plane..(n + 1) * plane]);
+            rows.push(n);
         }
         QueryInputs {
             slices: slices.to_vec(),
             data,
             size: self.size,
+            encoding: self.encoding.as_ref().map(|e| e.select(&rows)),
         }
     }
 
-    /// These inputs followed by `other`'s.
+    /// These inputs followed by `other`'s (encodings kept only when both have them).
     pub fn append(&mut self, other: QueryInputs) {
         self.slices.extend(other.slices);
         self.data.extend(other.data);
+        self.encoding = match (self.encoding.take(), other.encoding) {
+            (Some(a), Some(b)) => Some(a.append(b)),
+            _ => None,
+        };
     }
 }
 
@@ -432,27 +441,30 @@ impl Predictor {
         attention: &SupportAttention,
         queries: &[usize],
     ) -> Result<Vec<Vec<f32>>, EngineError> {
-        let inputs = self.query_inputs(&support.volume, support.axis, queries, &prepared.region)?;
-        self.similarity_of(attention, &inputs, prepared.count)
+        let mut inputs =
+            self.query_inputs(&support.volume, support.axis, queries, &prepared.region)?;
+        self.similarity_of(attention, &mut inputs, prepared.count)
     }
 
     /// [`Self::similarity_scores`] of prepared query inputs against `count` support
-    /// slices.
+    /// slices; encodes the queries and keeps their encodings in `inputs`.
     fn similarity_of(
         &self,
         attention: &SupportAttention,
-        inputs: &QueryInputs,
+        inputs: &mut QueryInputs,
         count: usize,
     ) -> Result<Vec<Vec<f32>>, EngineError> {
         let n = inputs.slices.len();
-        let scores: Vec<f32> = self
-            .model
-            .support_similarity(attention, self.tensor(inputs.data.clone(), n))
-            .into_data()
-            .try_into_vec::<f32>()
-            .map_err(|e| EngineError::Compute {
-                message: format!("{e:?}"),
-            })?;
+        let encoding = self.model.encode_query(self.tensor(inputs.data.clone(), n));
+        let similarity = self.model.similarity_of(attention, &encoding);
+        inputs.encoding = Some(encoding);
+        let scores: Vec<f32> =
+            similarity
+                .into_data()
+                .try_into_vec::<f32>()
+                .map_err(|e| EngineError::Compute {
+                    message: format!("{e:?}"),
+                })?;
         Ok(scores
             .chunks_exact(count.max(1))
             .map(<[f32]>::to_vec)
@@ -474,17 +486,18 @@ impl Predictor {
         queries: &[usize],
         k: usize,
     ) -> Result<Vec<Vec<usize>>, EngineError> {
-        let inputs = self.query_inputs(&support.volume, support.axis, queries, &prepared.region)?;
-        self.choose_for(support, attention, &inputs, k)
+        let mut inputs =
+            self.query_inputs(&support.volume, support.axis, queries, &prepared.region)?;
+        self.choose_for(support, attention, &mut inputs, k)
     }
 
-    /// [`Self::choose_supports`] for prepared query inputs (which a propagation keeps
-    /// for the prediction, so each query is prepared once).
+    /// [`Self::choose_supports`] for prepared query inputs, which keep the queries'
+    /// encodings for the prediction (a propagation prepares and encodes each query once).
     pub fn choose_for(
         &self,
         support: &SupportSet,
         attention: &SupportAttention,
-        inputs: &QueryInputs,
+        inputs: &mut QueryInputs,
         k: usize,
     ) -> Result<Vec<Vec<usize>>, EngineError> {
         let candidates: Vec<usize> = support.slices.iter().map(|s| s.index).collect();
@@ -534,6 +547,7 @@ impl Predictor {
             slices: slices.to_vec(),
             data: self.images_of(volume, axis, slices, region),
             size: self.input_size(),
+            encoding: None,
         })
     }
 
@@ -595,9 +609,11 @@ impl Predictor {
         let mut timings = Timings::default();
         let start = Instant::now();
         let query = self.tensor(inputs.data.clone(), inputs.slices.len());
-        let probabilities: Vec<f32> = self
-            .model
-            .forward_query(features, query)
+        let output = match &inputs.encoding {
+            Some(encoding) => self.model.forward_query_encoded(features, query, encoding),
+            None => self.model.forward_query(features, query),
+        };
+        let probabilities: Vec<f32> = output
             .probabilities()
             .into_data()
             .try_into_vec::<f32>()

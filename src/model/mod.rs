@@ -55,7 +55,8 @@ pub use config::{
 };
 pub use decoder::SegmentationDecoder;
 pub use network::{
-    AttentionStage, Model, ModelOutput, SupportAttention, SupportFeatures, SupportValues,
+    AttentionStage, Model, ModelOutput, QueryEncoding, SupportAttention, SupportFeatures,
+    SupportValues,
 };
 pub use segmentation_encoder::{SegmentationEncoder, SimplifiedMscan, SupportSetEncoder};
 pub use weights::WeightsError;

@@ -67,6 +67,41 @@ impl SupportAttention {
     }
 }
 
+/// The Attention Mapper Encoder pyramid (strides 8, 16, 32) of a batch of queries
+/// ([`Model::encode_query`]).
+#[derive(Clone, Debug)]
+pub struct QueryEncoding {
+    pyramid: [Tensor<4>; 3],
+}
+
+impl QueryEncoding {
+    /// The encodings of the queries at `rows` of this batch, in that order.
+    pub fn select(&self, rows: &[usize]) -> QueryEncoding {
+        let device = self.pyramid[0].device();
+        let len = rows.len();
+        let index = Tensor::<1, Int>::from_data(
+            TensorData::new(rows.iter().map(|&r| r as i64).collect::<Vec<_>>(), [len]),
+            &device,
+        );
+        QueryEncoding {
+            pyramid: self.pyramid.clone().map(|t| t.select(0, index.clone())),
+        }
+    }
+
+    /// This batch followed by `other`.
+    pub fn append(self, other: QueryEncoding) -> QueryEncoding {
+        let [a, b, c] = self.pyramid;
+        let [x, y, z] = other.pyramid;
+        QueryEncoding {
+            pyramid: [
+                Tensor::cat(vec![a, x], 0),
+                Tensor::cat(vec![b, y], 0),
+                Tensor::cat(vec![c, z], 0),
+            ],
+        }
+    }
+}
+
 /// One of the three attention stages the decoder uses (strides 32, 16, 8).
 #[derive(Clone, Debug)]
 pub struct AttentionStage {
@@ -359,16 +394,37 @@ impl Model {
     /// # Shapes
     /// query `[B, 1, H, W]` → `[B, S]`
     pub fn support_similarity(&self, support: &SupportAttention, query: Tensor<4>) -> Tensor<2> {
+        self.similarity_of(support, &self.encode_query(query))
+    }
+
+    /// The queries' Attention Mapper Encoder pyramids, each query encoded on its own (so
+    /// a query's encoding does not depend on what shares its batch). Computed once, it
+    /// serves both retrieval ([`Self::similarity_of`]) and segmentation
+    /// ([`Self::forward_query_encoded`]).
+    ///
+    /// # Shapes
+    /// query `[B, 1, H, W]`
+    pub fn encode_query(&self, query: Tensor<4>) -> QueryEncoding {
         let [b, c, h, w] = query.dims();
-        let coarse: Vec<Tensor<4>> = (0..b)
-            .map(|n| {
-                let one = query.clone().slice([n..n + 1, 0..c, 0..h, 0..w]);
-                let [_, _, qa32] = self.attention_mapper_encoder.forward(one);
-                qa32 // [1, d, h/32, w/32]
-            })
-            .collect();
+        let mut levels: [Vec<Tensor<4>>; 3] = Default::default();
+        for n in 0..b {
+            let one = query.clone().slice([n..n + 1, 0..c, 0..h, 0..w]);
+            for (level, t) in levels
+                .iter_mut()
+                .zip(self.attention_mapper_encoder.forward(one))
+            {
+                level.push(t);
+            }
+        }
+        QueryEncoding {
+            pyramid: levels.map(|l| Tensor::cat(l, 0)),
+        }
+    }
+
+    /// [`Self::support_similarity`] of encoded queries.
+    pub fn similarity_of(&self, support: &SupportAttention, query: &QueryEncoding) -> Tensor<2> {
         self.cross_attention_mapper
-            .similarity(Tensor::cat(coarse, 0), support.keys.clone())
+            .similarity(query.pyramid[2].clone(), support.keys.clone())
     }
 
     /// The image-only features of some of the support slices (`slices` are positions in
@@ -520,6 +576,27 @@ impl Model {
     /// query `[B, 1, H, W]` → logits `[B, 1, H, W]` and three attention stages.
     pub fn forward_query(&self, support: &SupportFeatures, query: Tensor<4>) -> ModelOutput {
         let pyramid = self.attention_mapper_encoder.forward(query.clone());
+        self.segment(support, query, pyramid)
+    }
+
+    /// [`Self::forward_query`] with the queries' Attention Mapper Encoder pyramids
+    /// already computed ([`Self::encode_query`], e.g. for retrieval).
+    pub fn forward_query_encoded(
+        &self,
+        support: &SupportFeatures,
+        query: Tensor<4>,
+        encoding: &QueryEncoding,
+    ) -> ModelOutput {
+        self.segment(support, query, encoding.pyramid.clone())
+    }
+
+    /// The decoder path of [`Self::forward_query`] from the query and its pyramid.
+    fn segment(
+        &self,
+        support: &SupportFeatures,
+        query: Tensor<4>,
+        pyramid: [Tensor<4>; 3],
+    ) -> ModelOutput {
         let [e2, e4, e8, e16, e32] = self.segmentation_encoder.forward(query);
         let attention = self.attention_path(&support.attention, pyramid);
         let values = &support.values.values;

@@ -534,3 +534,25 @@ fn the_training_api_lowers_the_loss_and_moves_the_ema_twin() {
             .all(|p| !p.require_grad)
     );
 }
+
+#[test]
+fn a_query_encoded_once_segments_as_the_plain_forward_pass_does() {
+    let device = Device::flex();
+    let model = perturbed(ModelConfig::tiny().init(&device));
+    let support = model.encode_support(images(2, 0.0, &device), masks(2, &device));
+    let query = images(3, 0.3, &device);
+    let encoding = model.encode_query(query.clone());
+    let plain = model.forward_query(&support, query.clone());
+    let encoded = model.forward_query_encoded(&support, query.clone(), &encoding);
+    assert!(max_abs_diff(plain.logits, encoded.logits.clone()) < 1e-4);
+    // Retrieval scores from the kept encoding are those of support_similarity.
+    let a = model.support_similarity(&support.attention, query.clone());
+    let b = model.similarity_of(&support.attention, &encoding);
+    a.to_data().assert_eq(&b.to_data(), true);
+    // Selecting rows of the encoding segments those queries alone.
+    let one = encoding.select(&[2]);
+    let third = query.slice(2..3);
+    let alone = model.forward_query_encoded(&support, third, &one);
+    let logits = encoded.logits.slice(2..3);
+    assert!(max_abs_diff(alone.logits, logits) < 1e-4);
+}
