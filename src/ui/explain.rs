@@ -92,9 +92,9 @@ pub fn explain_panel_ui(
         .collect();
     ui.label(format!("Attention on the support set (rest on register tokens) — {}", masses.join(", ")))
         .on_hover_text("The share of the clicked location's attention that goes to support slices rather than to the learned register tokens.");
-    if result.candidates > result.support_slices.len() {
+    if result.candidates != result.support_slices.len() {
         ui.label(format!(
-            "The {} of {} support slices most similar to this slice (the ones its prediction uses).",
+            "The {} slices this slice's prediction used (of {} annotated or accepted slices: the nearest in a chained propagation, the most similar in a one-shot one with a support size).",
             result.support_slices.len(),
             result.candidates
         ));
