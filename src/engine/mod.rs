@@ -359,57 +359,38 @@ pub struct EngineInfo {
     pub weights: WeightsStatus,
 }
 
-/// What the engine reports. Every event of a job carries its [`JobId`].
+/// What the engine reports. Every event of a job carries its [`JobId`] as `id`; the
+/// other fields are described with their variant.
 #[derive(Debug)]
+#[allow(missing_docs)]
 pub enum Event {
     /// The worker has its device and model.
     Ready(EngineInfo),
     /// The worker could not start (device or weights); every later job fails.
     StartFailed(EngineError),
-    /// `done` of `total` slices of a propagation are predicted.
+    /// `done` of the `total` slices asked for are answered.
     Progress {
-        /// The job.
         id: JobId,
-        /// Slices done.
         done: usize,
-        /// Slices asked for.
         total: usize,
     },
-    /// One slice's probabilities at native resolution.
+    /// Slice `slice`'s `probabilities`, in `[0, 1]` on the slice's native pixel grid.
     SlicePredicted {
-        /// The job.
         id: JobId,
-        /// Slice index.
         slice: usize,
-        /// Probabilities in `[0, 1]` on the slice's pixel grid.
         probabilities: Image2D<f32>,
     },
-    /// A propagation is complete.
-    PropagationFinished {
-        /// The job.
-        id: JobId,
-        /// Timings.
-        stats: PropagationStats,
-    },
+    /// A propagation is complete; `stats` says how it went.
+    PropagationFinished { id: JobId, stats: PropagationStats },
     /// An explanation is ready.
     Explained {
-        /// The job.
         id: JobId,
-        /// The maps.
         explanation: Box<Explanation>,
     },
     /// A job was cancelled (before it started or between batches).
-    Cancelled {
-        /// The job.
-        id: JobId,
-    },
-    /// A job failed.
-    Failed {
-        /// The job.
-        id: JobId,
-        /// Why.
-        error: EngineError,
-    },
+    Cancelled { id: JobId },
+    /// A job failed with `error`.
+    Failed { id: JobId, error: EngineError },
 }
 
 enum Message {

@@ -339,12 +339,12 @@ impl Predictor {
         }
     }
 
-    /// The model.
+    /// The network it runs.
     pub fn model(&self) -> &Model {
         &self.model
     }
 
-    /// The device.
+    /// The device the network lives on.
     pub fn device(&self) -> &ComputeDevice {
         &self.device
     }
