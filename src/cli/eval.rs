@@ -78,6 +78,13 @@ fn network_strategy(spec: &str) -> anyhow::Result<Option<Strategy>> {
             ("chain", "prior") => chain.prior_weight = value.parse().with_context(bad)?,
             ("chain", "taper") => chain.taper = value.parse().with_context(bad)?,
             ("chain", "hold") => chain.hold_mm = Some(value.parse().with_context(bad)?),
+            ("chain", "between") => {
+                chain.between = match value {
+                    "interp" => crate::volume::interpolate::Between::Interpolate,
+                    "nearest" => crate::volume::interpolate::Between::Nearest,
+                    _ => anyhow::bail!("{}", bad()),
+                }
+            }
             ("oneshot", "support") => support_size = Some(value.parse().with_context(bad)?),
             _ => anyhow::bail!("unknown option `{key}` for method `{kind}` in `{spec}`"),
         }

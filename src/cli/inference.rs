@@ -116,6 +116,10 @@ pub struct StrategyArgs {
     /// one annotation).
     #[arg(long)]
     pub hold_mm: Option<f32>,
+    /// chain: the prior between two annotations: `interp` (shape-based interpolation)
+    /// or `nearest` (the nearer annotation copied).
+    #[arg(long, default_value = "interp", value_parser = ["interp", "nearest"])]
+    pub between: String,
     /// oneshot: segment each slice with only the N annotated slices most similar to it
     /// (by the network's Attention Mapper Encoder embeddings, paper §4.3) when more are
     /// listed (default: every listed slice for every query).
@@ -142,6 +146,11 @@ impl StrategyArgs {
                 prior_weight: self.prior_weight,
                 taper: self.taper,
                 hold_mm: self.hold_mm,
+                between: if self.between == "nearest" {
+                    crate::volume::interpolate::Between::Nearest
+                } else {
+                    crate::volume::interpolate::Between::Interpolate
+                },
             }),
         })
     }

@@ -51,6 +51,8 @@ pub struct ChainOptions {
     /// unchanged (mm); `None`: half the mean gap between annotations, or 20 mm with a
     /// single annotation ([`ShapePrior::default_hold_mm`]).
     pub hold_mm: Option<f32>,
+    /// The prior between two annotations: interpolated, or the nearer one copied.
+    pub between: crate::volume::interpolate::Between,
 }
 
 impl Default for ChainOptions {
@@ -65,6 +67,7 @@ impl Default for ChainOptions {
             prior_weight: 0.6,
             taper: 8.0,
             hold_mm: None,
+            between: crate::volume::interpolate::Between::Interpolate,
         }
     }
 }
@@ -361,7 +364,8 @@ impl<'a> ChainRun<'a> {
                 g.slice_spacing_mm(axis),
                 g.spacing_mm[axis.index()],
                 options.taper,
-            );
+            )
+            .with_between(options.between);
             match options.hold_mm {
                 Some(mm) => prior.with_hold_mm(f64::from(mm)),
                 None => prior,

@@ -1112,6 +1112,7 @@ fn chained_propagation_stops_beyond_the_first_empty_slice_and_answers_every_slic
         prior_weight: 1.0,
         taper: 3.0,
         hold_mm: Some(0.0),
+        ..ChainOptions::default()
     };
     let targets: Vec<usize> = (0..12).filter(|&z| z != 5).collect();
     let (predicted, stats) = run_to_end(
@@ -1173,6 +1174,7 @@ fn chained_queries_use_the_nearest_annotations_and_the_latest_predictions() {
         prior_weight: 0.0,
         taper: 0.0,
         hold_mm: None,
+        ..ChainOptions::default()
     };
     // Between the annotations every slice is predicted, whatever the network says.
     let targets: Vec<usize> = (3..9).collect();
@@ -1212,6 +1214,7 @@ fn collect_thresholds_the_predictions_and_keeps_the_annotations() {
         prior_weight: 1.0,
         taper: 0.0,
         hold_mm: None,
+        ..ChainOptions::default()
     };
     let mut progress = Vec::new();
     let collected = collect(
@@ -1292,6 +1295,7 @@ fn without_memory_the_slices_between_annotations_run_in_shared_batches() {
         prior_weight: 0.0,
         taper: 0.0,
         hold_mm: None,
+        ..ChainOptions::default()
     };
     let targets: Vec<usize> = (3..9).collect();
     let (predicted, stats) = run_to_end(

@@ -19,6 +19,16 @@ use super::{Axis, Image2D, LabelMap, LabelValue};
 /// the `copy` baseline of `icseg eval`.
 pub const SINGLE_SLICE_HOLD_MM: f64 = 20.0;
 
+/// What the prior is between two annotated slices.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Between {
+    /// Shape-based interpolation of the two (Raya & Udupa).
+    #[default]
+    Interpolate,
+    /// The nearer one, copied (ties: the lower slice).
+    Nearest,
+}
+
 /// A shape prior along one slice axis from annotated slices (see the module docs).
 #[derive(Clone, Debug)]
 pub struct ShapePrior {
@@ -32,6 +42,8 @@ pub struct ShapePrior {
     taper: f32,
     /// Distance beyond the end slices over which the end shape is held unchanged (mm).
     hold_mm: f64,
+    /// The prior between two annotated slices.
+    between: Between,
 }
 
 impl ShapePrior {
@@ -57,6 +69,7 @@ impl ShapePrior {
             pixel_mm: pixel_mm.0.min(pixel_mm.1),
             taper,
             hold_mm: 0.0,
+            between: Between::Interpolate,
         };
         prior.hold_mm = prior.default_hold_mm();
         prior
@@ -66,6 +79,12 @@ impl ShapePrior {
     /// the taper starts.
     pub fn with_hold_mm(mut self, hold_mm: f64) -> Self {
         self.hold_mm = hold_mm.max(0.0);
+        self
+    }
+
+    /// The same prior with `between` between two annotated slices.
+    pub fn with_between(mut self, between: Between) -> Self {
+        self.between = between;
         self
     }
 
@@ -126,6 +145,13 @@ impl ShapePrior {
         let ((za, a), (zb, b)) = (&self.anchors[n - 1], &self.anchors[n]);
         if *za == z {
             return Some(a.clone());
+        }
+        if self.between == Between::Nearest {
+            return Some(if z - za <= zb - z {
+                a.clone()
+            } else {
+                b.clone()
+            });
         }
         let t = (z - za) as f32 / (zb - za) as f32;
         let data = a
@@ -311,6 +337,20 @@ mod tests {
         let p = prior.probability(10, 41, 41);
         assert!(p.get(20, 20) > 0.99 && p.get(0, 0) < 0.01);
         assert!((p.get(24, 20) - 0.5).abs() < 0.5 && p.get(24, 20) > 0.5);
+    }
+
+    #[test]
+    fn the_nearest_prior_copies_the_nearer_annotation() {
+        let (small, big) = (disc(41, 4.0), disc(41, 12.0));
+        let prior = ShapePrior::new([(10, &small), (20, &big)], (1.0, 1.0), 2.0, 0.5)
+            .with_between(Between::Nearest);
+        assert_eq!(prior.mask(14, 41, 41).data, small.data);
+        assert_eq!(
+            prior.mask(15, 41, 41).data,
+            small.data,
+            "ties: the lower slice"
+        );
+        assert_eq!(prior.mask(16, 41, 41).data, big.data);
     }
 
     #[test]
