@@ -589,3 +589,20 @@ fn opening_another_volume_over_unsaved_work_asks_first() {
     assert!(s.pending_replace.is_none());
     assert!(s.wait_for_load(Duration::from_secs(20)));
 }
+
+#[test]
+fn propagating_only_between_the_ends_copies_the_nearer_annotation_in_the_prior() {
+    use crate::engine::Strategy;
+    use crate::volume::interpolate::Between;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = state_with_doc(dir.path());
+    let between = |s: &AppState| match s.strategy() {
+        Strategy::Chain(c) => Some(c.between),
+        Strategy::OneShot { .. } => None,
+    };
+    assert_eq!(between(&s), Some(Between::Interpolate));
+    s.apply(Action::SetPropagateMargin(Some(0)));
+    assert_eq!(between(&s), Some(Between::Nearest));
+    s.apply(Action::SetChain(None));
+    assert_eq!(between(&s), None, "one-shot has no prior");
+}
