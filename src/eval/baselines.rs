@@ -17,8 +17,8 @@
 //!   slice over the same half-gap margin as [`nearest_slice`]. With one annotation it
 //!   fills nothing but that slice.
 
-use crate::volume::interpolate::signed_distance;
-use crate::volume::{Axis, Image2D, LabelMap};
+use crate::volume::interpolate::ShapePrior;
+use crate::volume::{Axis, LabelMap};
 
 /// Slices of `annotations` to keep, sorted and de-duplicated.
 fn sorted_unique(slices: &[usize]) -> Vec<usize> {
@@ -96,35 +96,17 @@ pub fn copy_within(
 /// the grid's in-plane spacing, so they are physical on anisotropic grids.
 pub fn shape_based_interpolation(annotations: &LabelMap, axis: Axis, slices: &[usize]) -> LabelMap {
     let slices = sorted_unique(slices);
-    let geometry = annotations.geometry().clone();
-    let spacing = geometry.slice_spacing_mm(axis);
     // Start from the nearest-slice fill, which handles the margins beyond the ends;
-    // everything between the first and last annotation is overwritten below.
+    // everything from the first to the last annotation is overwritten below with the
+    // interpolation of `volume::interpolate` (the shape prior of chained propagation).
     let mut out = nearest_slice(annotations, axis, &slices);
-    let sdfs: Vec<Image2D<f32>> = slices
-        .iter()
-        .map(|&s| signed_distance(&annotations.slice(axis, s), spacing))
-        .collect();
-    for (n, &s) in slices.iter().enumerate() {
-        out.set_slice(
-            axis,
-            s,
-            &annotations.slice(axis, s).map(|v| u16::from(v != 0)),
-        );
-        let Some(&next) = slices.get(n + 1) else {
-            break;
-        };
-        for z in s + 1..next {
-            let t = (z - s) as f32 / (next - s) as f32;
-            let (a, b) = (&sdfs[n], &sdfs[n + 1]);
-            let data = a
-                .data
-                .iter()
-                .zip(&b.data)
-                .map(|(da, db)| u16::from((1.0 - t) * da + t * db < 0.0))
-                .collect();
-            out.set_slice(axis, z, &Image2D::new(a.width, a.height, data));
-        }
+    let (Some(&first), Some(&last)) = (slices.first(), slices.last()) else {
+        return out;
+    };
+    let prior = ShapePrior::from_label_map(annotations, axis, &slices, |v| v != 0, 0.0);
+    let (w, h) = annotations.geometry().slice_dims(axis);
+    for z in first..=last {
+        out.set_slice(axis, z, &prior.mask(z, w, h).map(u16::from));
     }
     out
 }
