@@ -11,8 +11,8 @@ use clap::Args;
 
 use super::inference::peak_memory_bytes;
 use crate::engine::{
-    self, ChainOptions, DeviceChoice, DeviceRequest, Engine, EngineConfig, Event, Predictor,
-    RoiMode, Strategy, SupportSet, WeightsChoice, load_model, select_device,
+    self, ChainOptions, DeviceChoice, DeviceRequest, Engine, EngineConfig, Predictor, RoiMode,
+    Strategy, SupportSet, WeightsChoice, load_model, select_device,
 };
 use crate::model::ModelConfig;
 use crate::volume::{Axis, Geometry, Image2D, LabelMap, Modality, Volume};
@@ -323,11 +323,7 @@ fn bench_chain(
         },
         Box::new(|| {}),
     );
-    let weights = match engine.events().recv() {
-        Ok(Event::Ready(info)) => format!("{:?}", info.weights),
-        Ok(Event::StartFailed(e)) => return Err(e.into()),
-        _ => anyhow::bail!("the engine did not start"),
-    };
+    let weights = format!("{:?}", engine.wait_ready()?.weights);
     let support = Arc::new(SupportSet::from_label_map(
         volume.clone(),
         &labels,

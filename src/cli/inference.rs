@@ -8,8 +8,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use crate::engine::{
-    ChainOptions, DeviceChoice, DeviceRequest, Engine, EngineConfig, EngineInfo, Event, RoiMode,
-    Strategy, SupportSet, WeightsChoice, WeightsStatus, default_weights_path,
+    ChainOptions, DeviceChoice, DeviceRequest, Engine, EngineConfig, EngineInfo, RoiMode, Strategy,
+    SupportSet, WeightsChoice, WeightsStatus, default_weights_path,
 };
 use crate::model::ModelConfig;
 use crate::volume::{Axis, LabelMap, LabelValue, Volume};
@@ -255,27 +255,18 @@ pub fn support_from_labels(
 pub fn start_engine(config: EngineConfig) -> anyhow::Result<(Engine, EngineInfo)> {
     let model = config.model.clone();
     let engine = Engine::start(config, Box::new(|| {}));
-    match engine.events().recv() {
-        Ok(Event::Ready(info)) => {
-            eprintln!("device: {}", info.device);
-            match &info.weights {
-                WeightsStatus::Loaded(path) => eprintln!("weights: {}", path.display()),
-                WeightsStatus::RandomInit => eprintln!(
-                    "weights: none found (looked for {}); running with RANDOM weights — predictions are meaningless until trained weights are given with --weights",
-                    default_weights_path(&model)
-                        .unwrap_or_else(|| PathBuf::from(format!(
-                            "weights/icseg-{}.bpk",
-                            model.name()
-                        )))
-                        .display()
-                ),
-            }
-            Ok((engine, info))
-        }
-        Ok(Event::StartFailed(e)) => Err(e.into()),
-        Ok(other) => bail!("the engine sent {other:?} before it was ready"),
-        Err(_) => bail!("the inference engine stopped while starting"),
+    let info = engine.wait_ready()?;
+    eprintln!("device: {}", info.device);
+    match &info.weights {
+        WeightsStatus::Loaded(path) => eprintln!("weights: {}", path.display()),
+        WeightsStatus::RandomInit => eprintln!(
+            "weights: none found (looked for {}); running with RANDOM weights — predictions are meaningless until trained weights are given with --weights",
+            default_weights_path(&model)
+                .unwrap_or_else(|| PathBuf::from(format!("weights/icseg-{}.bpk", model.name())))
+                .display()
+        ),
     }
+    Ok((engine, info))
 }
 
 /// Peak resident memory of this process in bytes (Linux `VmHWM`), when known.

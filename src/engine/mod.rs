@@ -453,6 +453,21 @@ impl Engine {
         }
     }
 
+    /// Waits for the worker's first word after [`Engine::start`]: its [`EngineInfo`] once
+    /// the device and weights are ready, or why it could not start. For callers that
+    /// block (the CLI, the evaluation, the benchmark); a GUI reads `Ready` from
+    /// [`Engine::poll`] instead.
+    pub fn wait_ready(&self) -> Result<EngineInfo, EngineError> {
+        loop {
+            match self.events.recv() {
+                Ok(Event::Ready(info)) => return Ok(info),
+                Ok(Event::StartFailed(e)) => return Err(e),
+                Ok(_) => continue,
+                Err(_) => return Err(EngineError::Stopped),
+            }
+        }
+    }
+
     /// Queues a job and returns its id.
     pub fn submit(&self, job: JobRequest) -> JobId {
         let id = JobId(self.next_id.fetch_add(1, Ordering::AcqRel));

@@ -4,9 +4,7 @@
 use std::sync::Arc;
 
 use super::{EvalError, Propagator};
-use crate::engine::{
-    self, Engine, EngineConfig, EngineError, EngineInfo, Event, Strategy, SupportSet,
-};
+use crate::engine::{self, Engine, EngineConfig, EngineError, EngineInfo, Strategy, SupportSet};
 use crate::volume::{Axis, LabelMap, Volume};
 
 /// Propagates with the in-context network on the engine's worker thread.
@@ -26,21 +24,13 @@ impl NetworkPropagator {
         name: &str,
     ) -> Result<Self, EngineError> {
         let engine = Engine::start(config, Box::new(|| {}));
-        loop {
-            match engine.events().recv() {
-                Ok(Event::Ready(info)) => {
-                    return Ok(Self {
-                        engine,
-                        info,
-                        strategy,
-                        name: name.to_string(),
-                    });
-                }
-                Ok(Event::StartFailed(e)) => return Err(e),
-                Ok(_) => continue,
-                Err(_) => return Err(EngineError::Stopped),
-            }
-        }
+        let info = engine.wait_ready()?;
+        Ok(Self {
+            engine,
+            info,
+            strategy,
+            name: name.to_string(),
+        })
     }
 
     /// Device, model and weights the engine runs with.
