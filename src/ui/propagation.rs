@@ -102,8 +102,6 @@ pub struct LastRun {
     /// Support slices per query when the engine chose them by similarity (`None`: each
     /// query used all of them).
     pub support_size: Option<usize>,
-    /// Distinct support choices among the queries (1 without a choice).
-    pub support_groups: usize,
     /// How the support set was used.
     pub strategy: Strategy,
     /// The document and structure it propagated.
@@ -113,8 +111,13 @@ pub struct LastRun {
     /// The support slices each queried slice used (a chained propagation's memory
     /// included), for the explanation of a click.
     pub groups: Vec<engine::SupportGroup>,
-    /// Slices the network ran on.
-    pub queried: usize,
+}
+
+impl LastRun {
+    /// Distinct support choices among the queries (1 without a choice).
+    pub fn support_groups(&self) -> usize {
+        self.groups.len()
+    }
 }
 
 /// UI frame time statistics.
@@ -696,11 +699,9 @@ impl Propagation {
             intervals,
             support_slices: stats.support_slices,
             support_size: stats.support_size,
-            support_groups: stats.groups.len(),
             strategy: run.strategy,
             doc_key: run.doc_key,
             label: run.label,
-            queried: stats.queried(),
             groups: stats.groups,
         });
         out.propagation_finished = true;

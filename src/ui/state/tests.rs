@@ -322,7 +322,7 @@ fn the_support_size_setting_goes_with_every_propagation_and_explanation() {
         .expect("the propagation finished")
         .clone();
     assert_eq!((last.support_slices, last.support_size), (4, Some(2)));
-    assert!(last.support_groups >= 1);
+    assert!(last.support_groups() >= 1);
     // The explanation shows the two slices the clicked slice was predicted with.
     s.apply(Action::Explain {
         slice: 5,
@@ -347,7 +347,7 @@ fn the_support_size_setting_goes_with_every_propagation_and_explanation() {
     wait(&mut s);
     let last = s.propagation.last().unwrap();
     assert_eq!((last.support_slices, last.support_size), (4, None));
-    assert_eq!(last.support_groups, 1);
+    assert_eq!(last.support_groups(), 1);
 }
 
 #[test]
