@@ -65,6 +65,13 @@ fn step_until(
     h.step();
 }
 
+/// Steps until the bundled sample is open.
+fn wait_for_sample(h: &mut Harness<'_, IcsegApp>) {
+    step_until(h, "the sample to load", Duration::from_secs(60), |a| {
+        a.state.doc.is_some()
+    });
+}
+
 fn view_rect(h: &Harness<'_, IcsegApp>, name: &str) -> Rect {
     h.get_by_label(name).rect()
 }
@@ -129,9 +136,7 @@ fn annotate_propagate_review_explain_and_save_the_sample() {
         std::process::id(),
         Duration::from_secs(3600),
     ));
-    step_until(&mut h, "the sample to load", Duration::from_secs(60), |a| {
-        a.state.doc.is_some()
-    });
+    wait_for_sample(&mut h);
     step_until(
         &mut h,
         "the network to start",
@@ -329,9 +334,7 @@ fn a_crashed_run_is_offered_for_recovery_and_restored() {
         let mut cfg = config(dir.path(), DEAD_PID, Duration::ZERO);
         cfg.engine = propagation::EngineSettings { engine: None };
         let mut h = harness(cfg);
-        step_until(&mut h, "the sample to load", Duration::from_secs(60), |a| {
-            a.state.doc.is_some()
-        });
+        wait_for_sample(&mut h);
         let c = view_rect(&h, "Axial view").center();
         drag(&mut h, &[c, c + egui::vec2(30.0, 0.0)], Modifiers::NONE);
         assert!(h.state().state.unsaved());
@@ -372,9 +375,7 @@ fn quitting_with_unsaved_work_asks_and_can_be_cancelled() {
     let mut cfg = config(dir.path(), std::process::id(), Duration::from_secs(3600));
     cfg.engine = propagation::EngineSettings { engine: None };
     let mut h = harness(cfg);
-    step_until(&mut h, "the sample to load", Duration::from_secs(60), |a| {
-        a.state.doc.is_some()
-    });
+    wait_for_sample(&mut h);
     let c = view_rect(&h, "Axial view").center();
     click(&mut h, c, Modifiers::NONE);
     h.get_by_label("File").click();
@@ -397,9 +398,7 @@ fn three_views_scroll_with_the_wheel_and_share_the_crosshair() {
     let mut cfg = config(dir.path(), std::process::id(), Duration::from_secs(3600));
     cfg.engine = propagation::EngineSettings { engine: None };
     let mut h = harness(cfg);
-    step_until(&mut h, "the sample to load", Duration::from_secs(60), |a| {
-        a.state.doc.is_some()
-    });
+    wait_for_sample(&mut h);
     press(&mut h, egui::Key::Num4, Modifiers::NONE);
     let coronal = view_rect(&h, "Coronal view");
     let _ = view_rect(&h, "Sagittal view");
@@ -442,9 +441,7 @@ fn the_gpu_renderer_matches_the_cpu_renderer() {
         .with_size(SIZE)
         .wgpu()
         .build_eframe(move |cc| IcsegApp::new(cc, cfg));
-    step_until(&mut h, "the sample to load", Duration::from_secs(60), |a| {
-        a.state.doc.is_some()
-    });
+    wait_for_sample(&mut h);
     // A structure to see: a broad stroke.
     let view = view_rect(&h, "Axial view");
     press(&mut h, egui::Key::CloseBracket, Modifiers::NONE);
@@ -538,9 +535,7 @@ fn fill_between_slices_interpolates_without_the_network() {
         std::process::id(),
         Duration::from_secs(3600),
     ));
-    step_until(&mut h, "the sample to load", Duration::from_secs(60), |a| {
-        a.state.doc.is_some()
-    });
+    wait_for_sample(&mut h);
     let view = view_rect(&h, "Axial view");
     let c = view.center();
     let k0 = h.state().state.doc.as_ref().unwrap().work_slice();

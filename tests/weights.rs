@@ -10,6 +10,7 @@ use icseg::eval::{NetworkPropagator, Protocol, binary_mask, evaluate_structure};
 use icseg::model::ModelConfig;
 use icseg::testing::shared_data;
 use icseg::volume::Axis;
+use icseg::volume::{LabelMap, Volume};
 
 fn shipped_weights() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/icseg-lite.bpk")
@@ -33,15 +34,10 @@ fn shipped_weights_match_the_lite_architecture() {
     );
 }
 
-/// A held-out validation patient (never trained on), its mandible annotated on three
-/// slices as the evaluation's simulated user does: the shipped network must find the
-/// mandible on every other slice well above what it needs to be useful, and above the
-/// same network with random weights.
-#[test]
-fn shipped_weights_segment_the_mandible_of_a_validation_ct_from_three_slices() {
-    let Some(dir) = shared_data("volumes/openkbp/validation") else {
-        return;
-    };
+/// Held-out validation patient pt_201 and its mandible (OAR label 7) as a 0/1 mask;
+/// `None` (test skipped) without the shared data.
+fn pt_201_mandible() -> Option<(Arc<Volume>, LabelMap)> {
+    let dir = shared_data("volumes/openkbp/validation")?;
     let image = Arc::new(
         icseg::io::open_volume(&dir.join("pt_201_ct.nii.gz"))
             .unwrap()
@@ -50,35 +46,55 @@ fn shipped_weights_segment_the_mandible_of_a_validation_ct_from_three_slices() {
     let labels =
         icseg::io::read_label_map(&dir.join("pt_201_oar.nii.gz"), image.geometry()).unwrap();
     const MANDIBLE: u16 = 7;
-    let truth = binary_mask(&labels, MANDIBLE);
+    Some((image, binary_mask(&labels, MANDIBLE)))
+}
 
-    let dice_with = |weights: WeightsChoice| {
-        // The network alone, as the paper runs it (the chained strategy's shape prior
-        // would score without any weights).
-        let mut network = NetworkPropagator::start(
-            EngineConfig {
-                device: DeviceRequest::Choice(DeviceChoice::Cpu),
-                weights,
-                ..EngineConfig::default()
-            },
-            Strategy::OneShot { support_size: None },
-            "oneshot",
-        )
-        .expect("the engine starts");
-        let status = network.info().weights.clone();
-        let (slices, scores) = evaluate_structure(
-            &image,
-            &truth,
-            Axis::K,
-            3,
-            Protocol::Inner,
-            &mut [&mut network],
-        )
-        .unwrap()
-        .expect("the mandible spans at least six slices");
-        assert_eq!(slices.len(), 3);
-        (scores[0].dice(), status)
+/// The Dice of propagating `truth` from three slices (the evaluation's `inner`
+/// protocol) with `weights` and `strategy` on the CPU, and the weights the engine ran.
+fn dice_from_three_slices(
+    image: &Arc<Volume>,
+    truth: &LabelMap,
+    weights: WeightsChoice,
+    strategy: Strategy,
+) -> (f64, WeightsStatus) {
+    let mut network = NetworkPropagator::start(
+        EngineConfig {
+            device: DeviceRequest::Choice(DeviceChoice::Cpu),
+            weights,
+            ..EngineConfig::default()
+        },
+        strategy,
+        "network",
+    )
+    .expect("the engine starts");
+    let status = network.info().weights.clone();
+    let (slices, scores) = evaluate_structure(
+        image,
+        truth,
+        Axis::K,
+        3,
+        Protocol::Inner,
+        &mut [&mut network],
+    )
+    .unwrap()
+    .expect("the mandible spans at least six slices");
+    assert_eq!(slices.len(), 3);
+    (scores[0].dice(), status)
+}
+
+/// A held-out validation patient (never trained on), its mandible annotated on three
+/// slices as the evaluation's simulated user does: the shipped network must find the
+/// mandible on every other slice well above what it needs to be useful, and above the
+/// same network with random weights.
+#[test]
+fn shipped_weights_segment_the_mandible_of_a_validation_ct_from_three_slices() {
+    let Some((image, truth)) = pt_201_mandible() else {
+        return;
     };
+    // The network alone, as the paper runs it (the chained strategy's shape prior would
+    // score without any weights).
+    let oneshot = Strategy::OneShot { support_size: None };
+    let dice_with = |weights| dice_from_three_slices(&image, &truth, weights, oneshot);
     let (trained, status) = dice_with(WeightsChoice::File(shipped_weights()));
     assert!(matches!(status, WeightsStatus::Loaded(_)), "{status:?}");
     let (random, _) = dice_with(WeightsChoice::Random);
@@ -105,40 +121,10 @@ const TRAINED_FLOOR: f64 = 0.45;
 /// one-shot propagation; `docs/evaluation.md`), and random weights do not.
 #[test]
 fn the_shipped_network_adds_to_the_shape_prior_in_chained_propagation() {
-    let Some(dir) = shared_data("volumes/openkbp/validation") else {
+    let Some((image, truth)) = pt_201_mandible() else {
         return;
     };
-    let image = Arc::new(
-        icseg::io::open_volume(&dir.join("pt_201_ct.nii.gz"))
-            .unwrap()
-            .volume,
-    );
-    let labels =
-        icseg::io::read_label_map(&dir.join("pt_201_oar.nii.gz"), image.geometry()).unwrap();
-    let truth = binary_mask(&labels, 7);
-    let dice_with = |weights: WeightsChoice, strategy: Strategy| {
-        let mut network = NetworkPropagator::start(
-            EngineConfig {
-                device: DeviceRequest::Choice(DeviceChoice::Cpu),
-                weights,
-                ..EngineConfig::default()
-            },
-            strategy,
-            "chain",
-        )
-        .expect("the engine starts");
-        let (_, scores) = evaluate_structure(
-            &image,
-            &truth,
-            Axis::K,
-            3,
-            Protocol::Inner,
-            &mut [&mut network],
-        )
-        .unwrap()
-        .expect("the mandible spans at least six slices");
-        scores[0].dice()
-    };
+    let dice_with = |weights, strategy| dice_from_three_slices(&image, &truth, weights, strategy).0;
     let chain = Strategy::default();
     let prior_only = Strategy::Chain(ChainOptions {
         prior_weight: 1.0,

@@ -1099,6 +1099,17 @@ fn run_to_end(
     }
 }
 
+/// The support slices a chained query `z` was segmented with.
+fn supports_used(stats: &PropagationStats, z: usize) -> Vec<usize> {
+    stats
+        .groups
+        .iter()
+        .find(|g| g.queries == vec![z])
+        .expect("a queried slice")
+        .support
+        .clone()
+}
+
 #[test]
 fn chained_propagation_stops_beyond_the_first_empty_slice_and_answers_every_slice() {
     let (volume, masks) = phantom();
@@ -1149,15 +1160,7 @@ fn chained_propagation_stops_beyond_the_first_empty_slice_and_answers_every_slic
         }
     }
     // Each query used the annotation and the slice predicted just before it.
-    let used = |z: usize| {
-        stats
-            .groups
-            .iter()
-            .find(|g| g.queries == vec![z])
-            .unwrap()
-            .support
-            .clone()
-    };
+    let used = |z: usize| supports_used(&stats, z);
     assert_eq!(used(6), vec![5]);
     assert_eq!(used(7), vec![5, 6]);
     assert_eq!(used(3), vec![5, 4]);
@@ -1186,15 +1189,7 @@ fn chained_queries_use_the_nearest_annotations_and_the_latest_predictions() {
     );
     assert_eq!(predicted.len(), 6);
     assert_eq!(stats.groups.len(), 6);
-    let used = |z: usize| {
-        stats
-            .groups
-            .iter()
-            .find(|g| g.queries == vec![z])
-            .unwrap()
-            .support
-            .clone()
-    };
+    let used = |z: usize| supports_used(&stats, z);
     assert_eq!(used(3), vec![2]);
     assert_eq!(used(5), vec![2, 4, 3]);
     assert_eq!(used(6), vec![9, 7, 8]);

@@ -324,6 +324,18 @@ mod tests {
     use super::*;
     use crate::volume::Geometry;
 
+    /// An all-zero CT on `g`: the baselines never look at the image.
+    fn blank_volume(g: &Geometry) -> Arc<Volume> {
+        Arc::new(
+            Volume::new(
+                g.clone(),
+                vec![0.0; g.voxel_count()],
+                crate::volume::Modality::Ct,
+            )
+            .unwrap(),
+        )
+    }
+
     #[test]
     fn annotation_slices_sit_at_half_steps_of_the_extent() {
         assert_eq!(annotation_slices((10, 19), 1), vec![15]);
@@ -350,14 +362,7 @@ mod tests {
         for z in 4..16 {
             truth.set([1, 1, z], 1);
         }
-        let volume = Arc::new(
-            Volume::new(
-                g.clone(),
-                vec![0.0; g.voxel_count()],
-                crate::volume::Modality::Ct,
-            )
-            .unwrap(),
-        );
+        let volume = blank_volume(&g);
         let ann = keep_slices(&truth, Axis::K, &[4, 10, 15]);
         for mut method in [Baseline::NEAREST, Baseline::INTERP, Baseline::COPY] {
             let free = method
@@ -418,14 +423,7 @@ mod tests {
             truth.set([3, 3, z], 1);
             truth.set([4, 3, z], 1);
         }
-        let volume = Arc::new(
-            Volume::new(
-                g.clone(),
-                vec![0.0; g.voxel_count()],
-                crate::volume::Modality::Ct,
-            )
-            .unwrap(),
-        );
+        let volume = blank_volume(&g);
         let mut oracle = Oracle(truth.clone());
         let mut empty = Oracle(LabelMap::empty(g));
         let (slices, scores) = evaluate_structure(
@@ -455,14 +453,7 @@ mod tests {
         for z in 0..5 {
             truth.set([1, 1, z], 1);
         }
-        let volume = Arc::new(
-            Volume::new(
-                g.clone(),
-                vec![0.0; g.voxel_count()],
-                crate::volume::Modality::Ct,
-            )
-            .unwrap(),
-        );
+        let volume = blank_volume(&g);
         let mut nearest = Baseline::NEAREST;
         let r = evaluate_structure(
             &volume,
