@@ -254,11 +254,12 @@ pub(super) fn propagate(
     // they run first, in batches of the queries that use the same annotated slices.
     if options.memory == 0 {
         for (positions, queries) in run.independent_groups() {
+            let features = run.features(predictor, &positions);
             for batch in queries.chunks(config.batch_size.max(1)) {
                 if must_stop(id, predictor, config, out, cancellation, queue) {
                     return Ok(());
                 }
-                let predicted = run.predict(predictor, &positions, batch)?;
+                let predicted = run.predict(predictor, &features, batch)?;
                 for (&slice, probabilities) in batch.iter().zip(predicted) {
                     run.deliver(out, slice, probabilities);
                 }
@@ -284,7 +285,8 @@ pub(super) fn propagate(
                 run.zeros.clone()
             } else {
                 let (positions, used) = run.supports(step);
-                let p = run.predict(predictor, &positions, &[step.slice])?.remove(0);
+                let features = run.features(predictor, &positions);
+                let p = run.predict(predictor, &features, &[step.slice])?.remove(0);
                 run.groups.push(SupportGroup {
                     support: used,
                     queries: vec![step.slice],
@@ -451,18 +453,22 @@ impl<'a> ChainRun<'a> {
                 .is_some_and(|m| m.data.iter().any(|&v| v != 0))
     }
 
-    /// The blended probabilities of `slices` (one batch) segmented with the pool's
-    /// `positions`. With the prior alone the network is not run.
+    /// The support features at the pool's `positions`.
+    fn features(&self, predictor: &Predictor, positions: &[usize]) -> SupportFeatures {
+        predictor.model().select_support(&self.pool, positions)
+    }
+
+    /// The blended probabilities of `slices` (one batch) segmented with `features`
+    /// ([`Self::features`]). With the prior alone the network is not run.
     fn predict(
         &mut self,
         predictor: &Predictor,
-        positions: &[usize],
+        features: &SupportFeatures,
         slices: &[usize],
     ) -> Result<Vec<Image2D<f32>>, EngineError> {
         let mut predicted = if self.weight < 1.0 {
-            let features = predictor.model().select_support(&self.pool, positions);
             let (p, t) = predictor.predict_batch(
-                &features,
+                features,
                 &self.support.volume,
                 self.support.axis,
                 slices,
