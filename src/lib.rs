@@ -14,6 +14,7 @@
 //! | [`model`] | the network (burn) | volume, burn |
 //! | [`engine`] | inference worker, support cache, devices | model, volume |
 //! | [`session`] | annotations, support set, undo/redo, review state | io, volume |
+//! | [`pacs`] | DICOMweb: QIDO-RS search, WADO-RS pull into a cache, STOW-RS push | — |
 //! | `dataset` | the cases of a data folder | io, volume |
 //! | [`eval`] | simulated annotators, Dice, baselines | dataset, engine, io, model, volume |
 //! | [`train`] | episodes, loss, schedule, checkpoints | dataset, engine, io, model, volume |
@@ -41,6 +42,7 @@ pub mod eval;
 pub mod files;
 pub mod io;
 pub mod model;
+pub mod pacs;
 pub mod session;
 #[doc(hidden)]
 pub mod testing;

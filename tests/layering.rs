@@ -20,19 +20,21 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("engine", &["model", "volume"]),
     ("session", &["io", "volume"]),
     ("dataset", &["io", "volume"]),
+    ("pacs", &[]),
     ("eval", &["dataset", "engine", "io", "model", "volume"]),
     ("train", &["dataset", "engine", "io", "model", "volume"]),
     (
         "cli",
         &[
-            "dataset", "display", "engine", "eval", "io", "model", "session", "train", "volume",
+            "dataset", "display", "engine", "eval", "io", "model", "pacs", "session", "train",
+            "volume",
         ],
     ),
     (
         "ui",
         &[
-            "cli", "dataset", "display", "engine", "eval", "io", "model", "session", "train",
-            "volume",
+            "cli", "dataset", "display", "engine", "eval", "io", "model", "pacs", "session",
+            "train", "volume",
         ],
     ),
 ];

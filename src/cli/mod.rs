@@ -6,6 +6,7 @@ mod bench;
 mod eval;
 mod explain;
 mod inference;
+mod pacs;
 mod propagate;
 mod ship;
 mod train;
@@ -46,6 +47,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Copy a training run's best weights into weights/ with a manifest.
     Ship(ship::ShipArgs),
+    /// Search a PACS, pull a series, push a DICOM SEG (DICOMweb).
+    Pacs(pacs::PacsArgs),
 }
 
 /// Runs a subcommand.
@@ -58,6 +61,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Train(args) => train::run(args),
         Command::Ship(args) => ship::run(args),
         Command::Info(args) => info::run(args),
+        Command::Pacs(args) => pacs::run(args),
     }
 }
 
