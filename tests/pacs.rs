@@ -1,0 +1,796 @@
+//! DICOMweb against a real Orthanc (round trip) and against tiny hostile servers.
+//!
+//! The Orthanc tests use the server `scripts/orthanc.sh start` runs: its address and
+//! credentials come from `ICSEG_PACS_URL`, `ICSEG_PACS_USER`, `ICSEG_PACS_PASSWORD`
+//! (or the script's state file). Without it they skip with a message, except under
+//! `CI=true`, where they fail. The hostile-server tests need nothing: each runs a
+//! scripted HTTP server on 127.0.0.1 (std::net::TcpListener).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use icseg::io::dicom::seg::{self, SegWriteOptions, SegmentSpec};
+use icseg::pacs::{
+    self, Auth, Client, Event, Job, Limits, PacsError, PacsWorker, ServerConfig, StudyQuery,
+};
+use icseg::volume::LabelMap;
+
+// ---------------------------------------------------------------------------------
+// A scripted HTTP server
+
+/// What a scripted connection does after reading the request head.
+type Script = Box<dyn FnOnce(&mut TcpStream) + Send>;
+
+struct FakeServer {
+    base: String,
+    requests: Arc<Mutex<Vec<String>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FakeServer {
+    /// Serves one connection per script, in order.
+    fn start(scripts: Vec<Script>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}/dicom-web", listener.local_addr().unwrap());
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        let thread = std::thread::spawn(move || {
+            for script in scripts {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    return;
+                };
+                let head = read_head(&mut stream);
+                seen.lock().unwrap().push(head);
+                script(&mut stream);
+                let _ = stream.flush();
+            }
+        });
+        Self {
+            base,
+            requests,
+            thread: Some(thread),
+        }
+    }
+
+    fn server(&self) -> ServerConfig {
+        ServerConfig {
+            base_url: self.base.clone(),
+            auth: Auth::Basic {
+                user: "fake-user".into(),
+                password: "fake-Secret-42".into(),
+            },
+            ca_file: None,
+        }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        // Unblock a thread still waiting in accept().
+        if let Some(addr) = self
+            .base
+            .strip_prefix("http://")
+            .and_then(|s| s.split('/').next())
+        {
+            let _ = TcpStream::connect(addr);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn read_head(stream: &mut TcpStream) -> String {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut head = String::new();
+    let mut content_length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            content_length = v.trim().parse().unwrap_or(0);
+        }
+        head.push_str(&line);
+    }
+    let mut body = vec![0; content_length];
+    let _ = reader.read_exact(&mut body);
+    head
+}
+
+fn respond(status: &'static str, headers: &'static str, body: Vec<u8>) -> Script {
+    Box::new(move |s| {
+        let _ = write!(
+            s,
+            "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = s.write_all(&body);
+    })
+}
+
+/// The start of a multipart series answer (no length: the body ends at close).
+fn multipart_head(s: &mut TcpStream) {
+    let _ = write!(
+        s,
+        "HTTP/1.1 200 OK\r\nContent-Type: multipart/related; type=\"application/dicom\"; boundary=BND\r\nConnection: close\r\n\r\n"
+    );
+}
+
+/// A minimal DICOM Part 10 look-alike (preamble, DICM, filler).
+fn dicom_part(n: u8) -> Vec<u8> {
+    let mut out = vec![0u8; 128];
+    out.extend_from_slice(b"DICM");
+    out.extend(std::iter::repeat_n(n, 1000));
+    out
+}
+
+fn part(s: &mut TcpStream, content_type: &str, bytes: &[u8]) {
+    let _ = write!(s, "--BND\r\nContent-Type: {content_type}\r\n\r\n");
+    let _ = s.write_all(bytes);
+    let _ = s.write_all(b"\r\n");
+}
+
+const STUDY: &str = "1.2.3.4";
+const SERIES: &str = "1.2.3.4.5";
+
+fn pull(server: &ServerConfig, cache: &Path) -> Result<pacs::PulledSeries, PacsError> {
+    let client = Client::with_limits(server, quick_limits()).unwrap();
+    pacs::pull_series(&client, cache, STUDY, SERIES, &|| false, &mut |_| {})
+}
+
+fn quick_limits() -> Limits {
+    Limits {
+        json_bytes: 1 << 20,
+        part_bytes: 1 << 20,
+        series_bytes: 8 << 20,
+        connect_timeout: Duration::from_secs(2),
+        io_timeout: Duration::from_millis(500),
+    }
+}
+
+/// Nothing at the final cache name and no partial folder left behind.
+fn assert_no_cache_entry(cache: &Path) {
+    assert!(pacs::cached_series(cache, STUDY, SERIES).is_none());
+    let study = cache.join(STUDY);
+    let left: Vec<_> = std::fs::read_dir(&study)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in the cache: {left:?}");
+}
+
+// ---------------------------------------------------------------------------------
+// Hostile and broken servers
+
+#[test]
+fn a_complete_series_is_cached_and_not_downloaded_again() {
+    let fake = FakeServer::start(vec![Box::new(|s| {
+        multipart_head(s);
+        part(s, "application/dicom", &dicom_part(1));
+        part(
+            s,
+            "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.90",
+            &dicom_part(2),
+        );
+        let _ = s.write_all(b"--BND--\r\n");
+    })]);
+    let cache = tempfile::tempdir().unwrap();
+    let first = pull(&fake.server(), cache.path()).unwrap();
+    assert_eq!((first.instances, first.from_cache), (2, false));
+    let again = pull(&fake.server(), cache.path()).unwrap();
+    assert!(again.from_cache);
+    assert_eq!(again.folder, first.folder);
+    assert_eq!(
+        fake.requests().len(),
+        1,
+        "the cached series was downloaded again"
+    );
+    let head = &fake.requests()[0];
+    assert!(head.starts_with(&format!("GET /dicom-web/studies/{STUDY}/series/{SERIES} ")));
+    assert!(head.contains("transfer-syntax=*"), "{head}");
+    assert!(
+        head.contains("Basic "),
+        "credentials sent to the server itself"
+    );
+}
+
+#[test]
+fn a_truncated_multipart_body_leaves_no_cache_entry() {
+    let fake = FakeServer::start(vec![Box::new(|s| {
+        multipart_head(s);
+        part(s, "application/dicom", &dicom_part(1));
+        let half = dicom_part(2);
+        let _ = write!(s, "--BND\r\nContent-Type: application/dicom\r\n\r\n");
+        let _ = s.write_all(&half[..600]);
+    })]);
+    let cache = tempfile::tempdir().unwrap();
+    match pull(&fake.server(), cache.path()) {
+        Err(PacsError::Truncated { parts, .. }) => assert_eq!(parts, 1),
+        other => panic!("{other:?}"),
+    }
+    assert_no_cache_entry(cache.path());
+}
+
+#[test]
+fn a_declared_length_longer_than_the_body_is_truncated() {
+    let fake = FakeServer::start(vec![Box::new(|s| {
+        let _ = write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Type: multipart/related; type=\"application/dicom\"; boundary=BND\r\nContent-Length: 100000\r\n\r\n"
+        );
+        part(s, "application/dicom", &dicom_part(1));
+    })]);
+    let cache = tempfile::tempdir().unwrap();
+    let e = pull(&fake.server(), cache.path()).unwrap_err();
+    assert!(matches!(e, PacsError::Truncated { .. }), "{e:?}");
+    assert_no_cache_entry(cache.path());
+}
+
+#[test]
+fn a_part_that_is_not_dicom_is_refused() {
+    let fake = FakeServer::start(vec![
+        Box::new(|s| {
+            multipart_head(s);
+            part(s, "application/dicom", &dicom_part(1));
+            part(s, "text/html", b"<html>login page</html>");
+            let _ = s.write_all(b"--BND--\r\n");
+        }),
+        Box::new(|s| {
+            multipart_head(s);
+            part(s, "application/dicom", &[b'x'; 500]);
+            let _ = s.write_all(b"--BND--\r\n");
+        }),
+    ]);
+    let cache = tempfile::tempdir().unwrap();
+    for expected_part in [2, 1] {
+        match pull(&fake.server(), cache.path()) {
+            Err(PacsError::NotDicomPart { part, .. }) => assert_eq!(part, expected_part),
+            other => panic!("{other:?}"),
+        }
+        assert_no_cache_entry(cache.path());
+    }
+}
+
+#[test]
+fn endless_bodies_are_cut_at_the_limits() {
+    let endless = |head: &'static str, first: Vec<u8>| -> Script {
+        Box::new(move |s| {
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&first);
+            let chunk = [b' '; 16 * 1024];
+            // Until the client hangs up (bounded so a broken client cannot hang the test).
+            for _ in 0..10_000 {
+                if s.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let fake = FakeServer::start(vec![
+        endless(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\nConnection: close\r\n\r\n",
+            b"[".to_vec(),
+        ),
+        endless(
+            "HTTP/1.1 200 OK\r\nContent-Type: multipart/related; type=\"application/dicom\"; boundary=BND\r\nConnection: close\r\n\r\n",
+            [
+                b"--BND\r\nContent-Type: application/dicom\r\n\r\n".as_slice(),
+                &dicom_part(1),
+            ]
+            .concat(),
+        ),
+    ]);
+    let client = Client::with_limits(&fake.server(), quick_limits()).unwrap();
+    match client.search_studies(&StudyQuery::default()) {
+        Err(PacsError::TooLarge { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    let cache = tempfile::tempdir().unwrap();
+    match pull(&fake.server(), cache.path()) {
+        Err(PacsError::TooLarge { what, .. }) => assert_eq!(what, "one instance"),
+        other => panic!("{other:?}"),
+    }
+    assert_no_cache_entry(cache.path());
+}
+
+#[test]
+fn http_errors_are_typed_and_carry_no_secrets() {
+    let fake = FakeServer::start(vec![
+        respond(
+            "401 Unauthorized",
+            "WWW-Authenticate: Basic realm=\"x\"\r\n",
+            Vec::new(),
+        ),
+        respond("403 Forbidden", "", Vec::new()),
+        respond("404 Not Found", "", b"{}".to_vec()),
+        respond("503 Service Unavailable", "", Vec::new()),
+    ]);
+    let client = Client::with_limits(&fake.server(), quick_limits()).unwrap();
+    let query = StudyQuery {
+        patient_name: "DOE^JANE".into(),
+        ..Default::default()
+    };
+    let errors = [
+        client.search_studies(&query).unwrap_err(),
+        client.search_series(STUDY).unwrap_err(),
+        client.search_series(STUDY).unwrap_err(),
+        client.search_studies(&query).unwrap_err(),
+    ];
+    assert!(
+        matches!(errors[0], PacsError::Unauthorized { .. }),
+        "{:?}",
+        errors[0]
+    );
+    assert!(
+        matches!(errors[1], PacsError::Forbidden { .. }),
+        "{:?}",
+        errors[1]
+    );
+    assert!(
+        matches!(errors[2], PacsError::NotFound { what: "study", .. }),
+        "{:?}",
+        errors[2]
+    );
+    assert!(
+        matches!(errors[3], PacsError::Status { status: 503, .. }),
+        "{:?}",
+        errors[3]
+    );
+    for e in &errors {
+        let text = format!("{e} {e:?}");
+        for secret in ["fake-Secret-42", "fake-user", "DOE", "JANE"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+    }
+}
+
+#[test]
+fn a_redirect_to_another_host_is_not_followed() {
+    // The "other host": a listener that must never see a connection.
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    other.set_nonblocking(true).unwrap();
+    let other_addr = other.local_addr().unwrap();
+    let location = format!("http://{other_addr}/dicom-web/studies");
+    let fake = FakeServer::start(vec![
+        Box::new(move |s| {
+            let _ = write!(
+                s,
+                "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }),
+        // A redirect on the same server is followed, credentials included.
+        respond(
+            "307 Temporary Redirect",
+            "Location: /dicom-web/v2/studies\r\n",
+            Vec::new(),
+        ),
+        respond(
+            "200 OK",
+            "Content-Type: application/dicom+json\r\n",
+            b"[]".to_vec(),
+        ),
+    ]);
+    let client = Client::with_limits(&fake.server(), quick_limits()).unwrap();
+    match client.search_studies(&StudyQuery::default()) {
+        Err(PacsError::RedirectElsewhere { target, .. }) => {
+            assert_eq!(target, other_addr.to_string())
+        }
+        other => panic!("{other:?}"),
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(other.accept().is_err(), "the other host was contacted");
+    let page = client.search_studies(&StudyQuery::default()).unwrap();
+    assert!(page.studies.is_empty());
+    let requests = fake.requests();
+    assert!(
+        requests[2].starts_with("GET /dicom-web/v2/studies"),
+        "{}",
+        requests[2]
+    );
+    assert!(
+        requests[2]
+            .to_ascii_lowercase()
+            .contains("authorization: basic")
+    );
+}
+
+#[test]
+fn a_server_that_is_down_or_silent_is_reported() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let down = ServerConfig::new(format!("http://127.0.0.1:{port}/dicom-web"));
+    let client = Client::with_limits(&down, quick_limits()).unwrap();
+    match client.search_studies(&StudyQuery::default()) {
+        Err(PacsError::ConnectionRefused { host }) => assert_eq!(host, format!("127.0.0.1:{port}")),
+        other => panic!("{other:?}"),
+    }
+    // Accepts, reads the request, never answers.
+    let fake = FakeServer::start(vec![Box::new(|_| {
+        std::thread::sleep(Duration::from_secs(2))
+    })]);
+    let client = Client::with_limits(&fake.server(), quick_limits()).unwrap();
+    let started = std::time::Instant::now();
+    match client.search_studies(&StudyQuery::default()) {
+        Err(PacsError::Timeout { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn a_cancelled_pull_leaves_no_cache_entry() {
+    let fake = FakeServer::start(vec![Box::new(|s| {
+        multipart_head(s);
+        for n in 0..200u8 {
+            part(s, "application/dicom", &dicom_part(n));
+            let _ = s.flush();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = s.write_all(b"--BND--\r\n");
+    })]);
+    let cache = tempfile::tempdir().unwrap();
+    let worker = PacsWorker::start(Box::new(|| {}));
+    let id = worker.submit(Job::Pull {
+        server: fake.server(),
+        study_uid: STUDY.into(),
+        series_uid: SERIES.into(),
+        cache: cache.path().into(),
+    });
+    let mut progressed = false;
+    loop {
+        match worker
+            .events()
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap()
+        {
+            Event::Progress { id: got, progress } => {
+                assert_eq!(got, id);
+                progressed = true;
+                if progress.instances >= 2 {
+                    worker.cancel(id);
+                }
+            }
+            Event::Failed { id: got, error } => {
+                assert_eq!(got, id);
+                assert!(matches!(error, PacsError::Cancelled), "{error:?}");
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(progressed);
+    assert_no_cache_entry(cache.path());
+}
+
+// ---------------------------------------------------------------------------------
+// Logs
+
+struct Capture;
+static LOGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+impl log::Log for Capture {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::Level::Debug
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            LOGS.lock()
+                .unwrap()
+                .push(format!("{} {}: {}", r.level(), r.target(), r.args()));
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        log::set_boxed_logger(Box::new(Capture)).unwrap();
+        log::set_max_level(log::LevelFilter::Debug);
+    });
+}
+
+#[test]
+fn logs_of_search_pull_and_push_hold_no_patient_data_or_credentials() {
+    capture_logs();
+    let studies = br#"[{"0020000D": {"vr": "UI", "Value": ["1.2.3.4"]},
+        "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Roe^Richard"}]},
+        "00100020": {"vr": "LO", "Value": ["PID-777"]}}]"#;
+    let stored = br#"{"00081199": {"vr": "SQ", "Value": [{}]}}"#;
+    let fake = FakeServer::start(vec![
+        respond(
+            "200 OK",
+            "Content-Type: application/dicom+json\r\n",
+            studies.to_vec(),
+        ),
+        Box::new(|s| {
+            multipart_head(s);
+            part(s, "application/dicom", &dicom_part(1));
+            let _ = s.write_all(b"--BND--\r\n");
+        }),
+        respond(
+            "200 OK",
+            "Content-Type: application/dicom+json\r\n",
+            stored.to_vec(),
+        ),
+        respond("401 Unauthorized", "", Vec::new()),
+    ]);
+    let mut server = fake.server();
+    server.auth = Auth::Basic {
+        user: "log-user".into(),
+        password: "log-Secret-99".into(),
+    };
+    let client = Client::with_limits(&server, quick_limits()).unwrap();
+    let query = StudyQuery {
+        patient_name: "Roe^Rich*".into(),
+        patient_id: "PID-777".into(),
+        ..Default::default()
+    };
+    let page = client.search_studies(&query).unwrap();
+    assert_eq!(
+        page.studies[0].patient_id, "PID-777",
+        "the table gets the identifiers"
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let pulled =
+        pacs::pull_series(&client, cache.path(), STUDY, SERIES, &|| false, &mut |_| {}).unwrap();
+    let file = std::fs::read_dir(&pulled.folder)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .unwrap();
+    client.store(&file).unwrap();
+    assert!(client.store(&file).is_err());
+    let logs = LOGS.lock().unwrap().join("\n");
+    assert!(logs.contains("pacs: pulled 1 instances"), "{logs}");
+    assert!(logs.contains("pacs: storing one instance"), "{logs}");
+    for secret in ["log-Secret-99", "log-user", "Roe", "Rich", "PID-777", STUDY] {
+        assert!(!logs.contains(secret), "`{secret}` in the logs:\n{logs}");
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The real Orthanc
+
+/// The Orthanc of `scripts/orthanc.sh`, from the environment or the script's state file.
+fn orthanc() -> Option<ServerConfig> {
+    let from_env = || {
+        Some(ServerConfig {
+            base_url: std::env::var("ICSEG_PACS_URL").ok()?,
+            auth: Auth::Basic {
+                user: std::env::var("ICSEG_PACS_USER").ok()?,
+                password: std::env::var("ICSEG_PACS_PASSWORD").ok()?,
+            },
+            ca_file: None,
+        })
+    };
+    let from_state = || {
+        let state = std::env::var_os("ORTHANC_STATE")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::fs::read_dir(std::env::temp_dir())
+                    .ok()?
+                    .flatten()
+                    .map(|e| e.path())
+                    .find(|p| {
+                        p.file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with("icseg-orthanc-"))
+                            && p.join("env").is_file()
+                    })
+            })?;
+        let text = std::fs::read_to_string(state.join("env")).ok()?;
+        let var = |name: &str| {
+            text.lines().find_map(|l| {
+                l.strip_prefix(&format!("export {name}="))
+                    .map(|v| v.trim_matches('"').to_string())
+            })
+        };
+        Some(ServerConfig {
+            base_url: var("ICSEG_PACS_URL")?,
+            auth: Auth::Basic {
+                user: var("ICSEG_PACS_USER")?,
+                password: var("ICSEG_PACS_PASSWORD")?,
+            },
+            ca_file: None,
+        })
+    };
+    let server = from_env().or_else(from_state);
+    let reachable = server.as_ref().is_some_and(|s| {
+        Client::new(s)
+            .and_then(|c| {
+                c.search_studies(&StudyQuery {
+                    limit: 1,
+                    ..Default::default()
+                })
+            })
+            .is_ok()
+    });
+    if !reachable {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        assert!(
+            !ci,
+            "the test Orthanc is not running: scripts/orthanc.sh start (apt-get install orthanc orthanc-dicomweb)"
+        );
+        eprintln!("skipped: no test Orthanc (run scripts/orthanc.sh start)");
+        return None;
+    }
+    server
+}
+
+#[test]
+fn round_trip_search_pull_open_save_seg_push_and_read_back() {
+    let Some(server) = orthanc() else {
+        return;
+    };
+    let client = Client::new(&server).unwrap();
+    // Search: the largest image series of the loaded shared data.
+    let studies = client
+        .search_studies(&StudyQuery::default())
+        .unwrap()
+        .studies;
+    assert!(!studies.is_empty(), "the test Orthanc holds no studies");
+    let mut best = None;
+    for study in &studies {
+        for series in client.search_series(&study.study_uid).unwrap() {
+            let images = series.instances.unwrap_or(0);
+            if series.modality != "SEG"
+                && best
+                    .as_ref()
+                    .is_none_or(|(_, s): &(String, pacs::SeriesRow)| {
+                        images > s.instances.unwrap_or(0)
+                    })
+            {
+                best = Some((study.study_uid.clone(), series));
+            }
+        }
+    }
+    let (study_uid, series) = best.expect("an image series");
+    let filtered = client
+        .search_studies(&StudyQuery {
+            modality: series.modality.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(filtered.studies.iter().any(|s| s.study_uid == study_uid));
+
+    // Pull into the cache and open it as a local DICOM folder.
+    let cache = tempfile::tempdir().unwrap();
+    let pulled = pacs::pull_series(
+        &client,
+        cache.path(),
+        &study_uid,
+        &series.series_uid,
+        &|| false,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(Some(pulled.instances as u32), series.instances);
+    let again = pacs::pull_series(
+        &client,
+        cache.path(),
+        &study_uid,
+        &series.series_uid,
+        &|| false,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(again.from_cache);
+    let loaded = icseg::io::open_volume(&pulled.folder).unwrap();
+    let source = loaded.source.dicom().expect("a DICOM source").clone();
+    let g = loaded.volume.geometry().clone();
+
+    // A structure on the middle slices, saved as DICOM SEG referencing the series.
+    let mut labels = LabelMap::empty(g.clone());
+    let [nx, ny, nz] = g.dims;
+    for k in nz / 3..(2 * nz / 3).max(nz / 3 + 1) {
+        for j in ny / 3..ny / 2 {
+            for i in nx / 4..nx / 2 {
+                labels.set([i, j, k], 1);
+            }
+        }
+    }
+    let out = tempfile::tempdir().unwrap();
+    let seg_file = out.path().join("roundtrip-seg.dcm");
+    let spec = [SegmentSpec {
+        label: 1,
+        name: "Round trip".into(),
+        color_rgb: [220, 60, 40],
+    }];
+    seg::write_seg(
+        &seg_file,
+        &labels,
+        &spec,
+        Some(&source),
+        &SegWriteOptions::default(),
+    )
+    .unwrap();
+
+    // Push, find it by QIDO, pull it back, read it onto the source grid.
+    let before: Vec<String> = client
+        .search_series(&study_uid)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.series_uid)
+        .collect();
+    let outcome = client.store(&seg_file).unwrap();
+    assert_eq!(outcome.stored, 1, "{outcome}");
+    let after = client.search_series(&study_uid).unwrap();
+    let new_seg = after
+        .iter()
+        .find(|s| s.modality == "SEG" && !before.contains(&s.series_uid))
+        .expect("the pushed SEG is found by QIDO in the source study");
+    let back = pacs::pull_series(
+        &client,
+        cache.path(),
+        &study_uid,
+        &new_seg.series_uid,
+        &|| false,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(back.instances, 1);
+    let file = std::fs::read_dir(&back.folder)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .unwrap();
+    let read = seg::read_seg(&file, &g).unwrap();
+    assert_eq!(
+        read.labels.labels(),
+        labels.labels(),
+        "the SEG reads back on the same grid"
+    );
+    assert_eq!(
+        read.referenced_series_uid.as_deref(),
+        Some(series.series_uid.as_str())
+    );
+}
+
+#[test]
+fn orthanc_refuses_wrong_credentials_and_unknown_series() {
+    let Some(server) = orthanc() else {
+        return;
+    };
+    let wrong = ServerConfig {
+        auth: Auth::Basic {
+            user: "icseg".into(),
+            password: "not-the-password".into(),
+        },
+        ..server.clone()
+    };
+    let e = Client::new(&wrong)
+        .unwrap()
+        .search_studies(&StudyQuery::default())
+        .unwrap_err();
+    assert!(matches!(e, PacsError::Unauthorized { .. }), "{e:?}");
+    assert!(!e.to_string().contains("not-the-password"));
+    let client = Client::new(&server).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let e = pacs::pull_series(
+        &client,
+        cache.path(),
+        "1.2.3.999",
+        "1.2.3.999.1",
+        &|| false,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(e, PacsError::NotFound { .. }), "{e:?}");
+    assert!(pacs::cached_series(cache.path(), "1.2.3.999", "1.2.3.999.1").is_none());
+}
