@@ -6,7 +6,7 @@
 # credentials to $ORTHANC_STATE/env (sourced by scripts/test.sh); `stop` ends it and
 # removes its storage.
 #
-#   scripts/orthanc.sh start [PORT]     # default port 8043
+#   scripts/orthanc.sh start [PORT]     # default: the first free port from 8043
 #   scripts/orthanc.sh stop
 #   scripts/orthanc.sh status
 set -euo pipefail
@@ -18,8 +18,13 @@ PLUGIN_DIRS="/usr/share/orthanc/plugins /usr/lib/orthanc /usr/lib/x86_64-linux-g
 running() { [ -f "$STATE/pid" ] && kill -0 "$(cat "$STATE/pid")" 2>/dev/null; }
 
 start() {
-  local port="${1:-8043}"
   if running; then echo "orthanc already running ($STATE)"; return 0; fi
+  local port="${1:-}"
+  if [ -z "$port" ]; then
+    for p in $(seq 8043 8142); do
+      if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then port=$p; break; fi
+    done
+  fi
   command -v Orthanc >/dev/null || { echo "Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)" >&2; return 1; }
   local plugin=""
   for d in $PLUGIN_DIRS; do

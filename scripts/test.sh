@@ -8,6 +8,22 @@ cd "$(dirname "$0")/.."
 export ICSEG_DATA="${ICSEG_DATA:-$(cd .. && pwd)/shared/data}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
+# A private Orthanc for the DICOMweb tests (tests/pacs.rs), stopped when this script ends.
+# Without Orthanc installed those tests skip, except under CI=true.
+if command -v Orthanc >/dev/null; then
+  echo "== test PACS (Orthanc with DICOMweb on 127.0.0.1)"
+  export ORTHANC_STATE="${ORTHANC_STATE:-$(mktemp -d -t icseg-orthanc-XXXXXX)}"
+  trap 'scripts/orthanc.sh stop' EXIT
+  scripts/orthanc.sh start
+  # shellcheck disable=SC1091
+  source "$ORTHANC_STATE/env"
+elif [ "${CI:-}" = true ]; then
+  echo "Orthanc is required under CI (apt-get install orthanc orthanc-dicomweb curl)" >&2
+  exit 1
+else
+  echo "no Orthanc: the DICOMweb round trip is skipped (apt-get install orthanc orthanc-dicomweb curl)"
+fi
+
 echo "== rustfmt"
 cargo fmt --all -- --check
 
