@@ -137,7 +137,8 @@ impl StudyQuery {
         push("AccessionNumber", &self.accession_number);
         let (from, to) = (self.date_from.trim(), self.date_to.trim());
         for date in [from, to] {
-            if !date.is_empty() && !(date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit())) {
+            let valid = date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit());
+            if !date.is_empty() && !valid {
                 return Err(PacsError::InvalidQuery {
                     reason: "study dates are written YYYYMMDD".into(),
                 });

@@ -103,7 +103,7 @@ pub enum Event {
 }
 
 enum Message {
-    Job(JobId, Job),
+    Job(JobId, Box<Job>),
     Shutdown,
 }
 
@@ -155,7 +155,7 @@ impl PacsWorker {
                             continue;
                         }
                         let cancelled = || cancellation.is_cancelled(id);
-                        let event = run(id, job, &cancelled, &send);
+                        let event = run(id, *job, &cancelled, &send);
                         send(event);
                     }
                 })
@@ -173,7 +173,7 @@ impl PacsWorker {
     /// Queues a job and returns its id.
     pub fn submit(&self, job: Job) -> JobId {
         let id = JobId(self.next_id.fetch_add(1, Ordering::AcqRel));
-        let _ = self.jobs.send(Message::Job(id, job));
+        let _ = self.jobs.send(Message::Job(id, Box::new(job)));
         id
     }
 
