@@ -8,7 +8,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -567,69 +567,26 @@ fn logs_of_search_pull_and_push_hold_no_patient_data_or_credentials() {
 // ---------------------------------------------------------------------------------
 // The real Orthanc
 
-/// The Orthanc of `scripts/orthanc.sh`, from the environment or the script's state file.
+/// The Orthanc of `scripts/orthanc.sh` (see `icseg::testing::test_pacs`), if it answers.
 fn orthanc() -> Option<ServerConfig> {
-    let from_env = || {
-        Some(ServerConfig {
-            base_url: std::env::var("ICSEG_PACS_URL").ok()?,
-            auth: Auth::Basic {
-                user: std::env::var("ICSEG_PACS_USER").ok()?,
-                password: std::env::var("ICSEG_PACS_PASSWORD").ok()?,
-            },
-            ca_file: None,
-        })
+    let (base_url, user, password) = icseg::testing::test_pacs()?;
+    let server = ServerConfig {
+        base_url,
+        auth: Auth::Basic { user, password },
+        ca_file: None,
     };
-    let from_state = || {
-        let state = std::env::var_os("ORTHANC_STATE")
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::fs::read_dir(std::env::temp_dir())
-                    .ok()?
-                    .flatten()
-                    .map(|e| e.path())
-                    .find(|p| {
-                        p.file_name()
-                            .is_some_and(|n| n.to_string_lossy().starts_with("icseg-orthanc-"))
-                            && p.join("env").is_file()
-                    })
-            })?;
-        let text = std::fs::read_to_string(state.join("env")).ok()?;
-        let var = |name: &str| {
-            text.lines().find_map(|l| {
-                l.strip_prefix(&format!("export {name}="))
-                    .map(|v| v.trim_matches('"').to_string())
-            })
-        };
-        Some(ServerConfig {
-            base_url: var("ICSEG_PACS_URL")?,
-            auth: Auth::Basic {
-                user: var("ICSEG_PACS_USER")?,
-                password: var("ICSEG_PACS_PASSWORD")?,
-            },
-            ca_file: None,
-        })
+    let query = StudyQuery {
+        limit: 1,
+        ..Default::default()
     };
-    let server = from_env().or_else(from_state);
-    let reachable = server.as_ref().is_some_and(|s| {
-        Client::new(s)
-            .and_then(|c| {
-                c.search_studies(&StudyQuery {
-                    limit: 1,
-                    ..Default::default()
-                })
-            })
-            .is_ok()
-    });
-    if !reachable {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        assert!(
-            !ci,
-            "the test Orthanc is not running: scripts/orthanc.sh start (apt-get install orthanc orthanc-dicomweb)"
-        );
-        eprintln!("skipped: no test Orthanc (run scripts/orthanc.sh start)");
-        return None;
+    match Client::new(&server).and_then(|c| c.search_studies(&query)) {
+        Ok(_) => Some(server),
+        Err(e) => {
+            eprintln!("the test PACS does not answer: {e}");
+            icseg::testing::missing_pacs();
+            None
+        }
     }
-    server
 }
 
 #[test]

@@ -1,11 +1,12 @@
 //! WADO-RS series retrieve into a cache folder.
 //!
-//! Layout: `<cache>/<study UID>/<series UID>/000001.dcm ...` plus `icseg-pull.json`
-//! (counts and time, no patient data). A pull writes into the hidden sibling
+//! Layout: `<cache>/<study UID>/<series UID>/000001.dcm ...` and beside it
+//! `<series UID>.pull.json` (counts and time, no patient data; outside the series
+//! folder so the folder holds DICOM files only). A pull writes into the hidden sibling
 //! `.<series UID>.partial-<pid>-<n>` and renames it into place only after the closing
 //! boundary arrived and every part proved to be a DICOM file; a failure or Cancel
-//! removes it. So a folder at the final name is always complete, and
-//! [`cached_series`] opens it without asking the server again.
+//! removes it. The manifest is written last: [`cached_series`] takes a folder only with
+//! it and opens it without asking the server again.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,8 +16,12 @@ use super::client::{ACCEPT_DICOM_MULTIPART, Client};
 use super::multipart::{self, Bounds, PartSink};
 use super::{PacsError, check_uid};
 
-/// The file that marks a complete cache entry.
-const MANIFEST: &str = "icseg-pull.json";
+/// The manifest that marks a complete cache entry: `<series UID>` + this, beside it.
+const MANIFEST_SUFFIX: &str = ".pull.json";
+
+fn manifest_path(study_dir: &Path, series: &str) -> PathBuf {
+    study_dir.join(format!("{series}{MANIFEST_SUFFIX}"))
+}
 /// Partial folders older than this are left over from a crash and removed.
 const STALE: Duration = Duration::from_secs(3600);
 
@@ -53,10 +58,13 @@ struct Manifest {
 
 /// The complete cache entry of a series, if there is one.
 pub fn cached_series(cache: &Path, study_uid: &str, series_uid: &str) -> Option<PulledSeries> {
-    let folder = cache
-        .join(check_uid(study_uid).ok()?)
-        .join(check_uid(series_uid).ok()?);
-    let text = std::fs::read(folder.join(MANIFEST)).ok()?;
+    let study_dir = cache.join(check_uid(study_uid).ok()?);
+    let series = check_uid(series_uid).ok()?;
+    let folder = study_dir.join(series);
+    if !folder.is_dir() {
+        return None;
+    }
+    let text = std::fs::read(manifest_path(&study_dir, series)).ok()?;
     let manifest: Manifest = serde_json::from_slice(&text).ok()?;
     Some(PulledSeries {
         folder,
@@ -89,6 +97,12 @@ pub fn pull_series(
     std::fs::create_dir_all(&study_dir)
         .map_err(|e| PacsError::file("creating the cache folder", &study_dir, e))?;
     remove_stale_partials(&study_dir, series);
+    let folder = study_dir.join(series);
+    if folder.exists() {
+        // Renamed into place but the manifest never written (a crash in between).
+        std::fs::remove_dir_all(&folder)
+            .map_err(|e| PacsError::file("clearing an unfinished cache entry", &folder, e))?;
+    }
     let nanos = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -175,11 +189,6 @@ pub fn pull_series(
             .map(|d| d.as_secs())
             .unwrap_or_default(),
     };
-    let manifest_path = partial.join(MANIFEST);
-    let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
-    crate::files::write_atomic(&manifest_path, &text)
-        .map_err(|e| PacsError::file("writing the cache entry", &manifest_path, e))?;
-    let folder = study_dir.join(series);
     if let Err(e) = std::fs::rename(&partial, &folder) {
         // Another pull of the same series finished first: use its entry.
         if let Some(hit) = cached_series(cache, study, series) {
@@ -188,6 +197,16 @@ pub fn pull_series(
         return Err(PacsError::file("completing the cache entry", &folder, e));
     }
     guard.disarm();
+    let manifest_file = manifest_path(&study_dir, series);
+    let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+    if let Err(e) = crate::files::write_atomic(&manifest_file, &text) {
+        let _ = std::fs::remove_dir_all(&folder);
+        return Err(PacsError::file(
+            "writing the cache entry",
+            &manifest_file,
+            e,
+        ));
+    }
     let seconds = started.elapsed().as_secs_f64();
     log::info!(
         "pacs: pulled {parts} instances ({:.1} MB) in {seconds:.2} s",

@@ -104,6 +104,10 @@ pub enum Action {
     Open(PathBuf),
     /// Ask for a file to open (system dialog).
     OpenDialog,
+    /// Show the Open from PACS window (DICOMweb search and pull).
+    OpenPacs,
+    /// Save the labels as DICOM SEG and store it on the PACS (STOW-RS).
+    SendSegToPacs,
     /// Open one series of a DICOM folder.
     OpenSeries {
         /// The folder.

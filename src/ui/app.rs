@@ -193,6 +193,8 @@ impl IcsegApp {
         if !state.recovery_offers.is_empty() {
             actions.extend(recovery_dialog(ctx, &state.recovery_offers));
         }
+        // File → Open from PACS (not modal: the viewer stays usable during a pull).
+        state.pacs.window_ui(ctx);
         if let Some(choice) = &state.series_choice {
             let (chosen, cancelled) = series_dialog(ctx, choice);
             actions.extend(chosen);

@@ -23,6 +23,7 @@ pub mod document;
 mod explain;
 mod export;
 pub mod notice;
+pub mod pacs;
 pub mod painter;
 mod panels;
 pub mod propagation;

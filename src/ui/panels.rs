@@ -36,6 +36,9 @@ pub fn top_bar_ui(ui: &mut egui::Ui, state: &AppState) -> Vec<Action> {
             {
                 actions.push(Action::OpenSession(p));
             }
+            if ui.button("Open from PACS…").clicked() {
+                actions.push(Action::OpenPacs);
+            }
             ui.separator();
             let has_doc = state.doc.is_some();
             if ui
@@ -57,6 +60,13 @@ pub fn top_bar_ui(ui: &mut egui::Ui, state: &AppState) -> Vec<Action> {
             {
                 actions.push(Action::CloseSaveDialog);
                 actions.push(Action::Save);
+            }
+            let dicom = state.doc.as_ref().is_some_and(|d| d.is_dicom());
+            if ui
+                .add_enabled(dicom, egui::Button::new("Send SEG to PACS"))
+                .clicked()
+            {
+                actions.push(Action::SendSegToPacs);
             }
             ui.separator();
             if ui.button("Quit").clicked() {

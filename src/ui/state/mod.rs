@@ -128,6 +128,8 @@ pub struct AppState {
     pub lasso: Option<Lasso>,
     /// The link to the inference engine: the running propagation and the explanation.
     pub propagation: Propagation,
+    /// The Open from PACS window and its DICOMweb worker.
+    pub pacs: super::pacs::PacsWindow,
     /// Propagate only this many slices beyond the first/last support slice
     /// (`None`: the whole axis).
     pub propagate_margin: Option<usize>,
@@ -180,6 +182,7 @@ impl AppState {
             replace_confirmed: false,
             lasso: None,
             propagation,
+            pacs: super::pacs::PacsWindow::new(waker.clone()),
             propagate_margin: Some(10),
             support_size: Some(DEFAULT_SUPPORT_SIZE),
             chain: Some(crate::engine::ChainOptions::default()),
@@ -300,6 +303,9 @@ impl AppState {
                 Err(TryRecvError::Disconnected) => self.autosave_job = None,
                 Err(TryRecvError::Empty) => {}
             }
+        }
+        if let Some(folder) = self.pacs.poll() {
+            self.open(folder);
         }
         let events = self.propagation.poll(self.doc.as_mut());
         for (level, text) in events.notices {
@@ -438,6 +444,8 @@ impl AppState {
             // Files.
             Action::Open(path) => self.open(path),
             Action::OpenDialog => self.open_dialog(),
+            Action::OpenPacs => self.pacs.open = true,
+            Action::SendSegToPacs => self.send_seg_to_pacs(),
             Action::OpenSeries { path, series_uid } => self.open_series(path, series_uid),
             Action::OpenSession(path) => self.open_session(path),
             Action::ImportLabels(path) => self.import_labels(path),
@@ -992,6 +1000,36 @@ impl AppState {
                 });
             }
         }
+    }
+
+    /// Saves the labels as DICOM SEG (to the SEG file already chosen, else beside the
+    /// series) and sends that file to the PACS window's server; a failed send keeps the
+    /// file and can be retried.
+    fn send_seg_to_pacs(&mut self) {
+        let Some(doc) = &self.doc else { return };
+        let path = match &doc.save_target {
+            Some(t) if t.format == LabelFormat::DicomSeg => t.path.clone(),
+            _ => doc.default_save_path(LabelFormat::DicomSeg),
+        };
+        self.save_to(path.clone(), LabelFormat::DicomSeg);
+        let saved = self
+            .doc
+            .as_ref()
+            .and_then(|d| d.save_target.as_ref())
+            .is_some_and(|t| t.path == path && t.format == LabelFormat::DicomSeg);
+        if !saved {
+            return;
+        }
+        self.pacs.open = true;
+        if self.pacs.url.trim().is_empty() {
+            self.pacs.message = Some((
+                true,
+                "Choose the PACS server first, then send again.".into(),
+            ));
+            self.pacs.last_sent = Some(path);
+            return;
+        }
+        self.pacs.send(path);
     }
 
     fn save_to(&mut self, path: PathBuf, format: LabelFormat) {
