@@ -46,6 +46,25 @@ fn open_a_series_from_the_pacs_and_send_the_seg_back() {
     let Some((url, user, password)) = icseg::testing::test_pacs() else {
         return;
     };
+    let server = icseg::pacs::ServerConfig {
+        base_url: url.clone(),
+        auth: icseg::pacs::Auth::Basic {
+            user: user.clone(),
+            password: password.clone(),
+        },
+        ca_file: None,
+    };
+    let probe = icseg::pacs::Client::new(&server).and_then(|c| {
+        c.search_studies(&icseg::pacs::StudyQuery {
+            limit: 1,
+            ..Default::default()
+        })
+    });
+    if let Err(e) = probe {
+        eprintln!("the test PACS does not answer: {e}");
+        icseg::testing::missing_pacs();
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let config = AppConfig {
         open: None,

@@ -276,3 +276,71 @@ pub fn run(args: PacsArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    #[test]
+    fn pacs_actions_parse_the_documented_arguments() {
+        let parse = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Some(Command::Pacs(p)) => p.action,
+            other => panic!("{other:?}"),
+        };
+        match parse(&[
+            "icseg",
+            "pacs",
+            "studies",
+            "--server",
+            "http://h/dicom-web",
+            "--patient-name",
+            "DOE^J*",
+            "--date-from",
+            "20200101",
+            "--modality",
+            "CT",
+            "--limit",
+            "10",
+        ]) {
+            PacsAction::Studies {
+                server,
+                patient_name,
+                limit,
+                ..
+            } => {
+                assert_eq!(server.server.as_deref(), Some("http://h/dicom-web"));
+                assert_eq!(patient_name.as_deref(), Some("DOE^J*"));
+                assert_eq!(limit, 10);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "icseg",
+            "pacs",
+            "pull",
+            "--server",
+            "http://h/",
+            "--study",
+            "1.2",
+            "--series",
+            "1.2.3",
+            "--out",
+            "cache",
+        ]) {
+            PacsAction::Pull { series, open, .. } => {
+                assert_eq!((series.as_str(), open), ("1.2.3", false))
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["icseg", "pacs", "push", "--server", "http://h/", "seg.dcm"]) {
+            PacsAction::Push { file, .. } => assert_eq!(file, PathBuf::from("seg.dcm")),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&["icseg", "pacs", "series", "--study", "1.2"]),
+            PacsAction::Series { .. }
+        ));
+    }
+}
