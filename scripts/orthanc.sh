@@ -32,7 +32,7 @@ start() {
   done
   [ -n "$plugin" ] || { echo "the Orthanc DICOMweb plugin is missing (apt-get install orthanc-dicomweb)" >&2; return 1; }
   rm -rf "$STATE"; mkdir -p "$STATE/storage"; chmod 700 "$STATE"
-  local user="icseg" password
+  local user="pacs-tester" password
   password="$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
   cat > "$STATE/orthanc.json" <<JSON
 {

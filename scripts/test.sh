@@ -41,6 +41,10 @@ echo "== real window under Xvfb (GUI smoke test with screenshots)"
 if command -v xvfb-run >/dev/null && command -v import >/dev/null; then
   # `cargo test` above built the app binary (test profile) next to the tests.
   scripts/gui-smoke.sh "${CARGO_TARGET_DIR:-target}/debug/icseg" "${CARGO_TARGET_DIR:-target}/gui-smoke"
+  if [ -n "${ICSEG_PACS_URL:-}" ]; then
+    echo "== PACS round trip in the real window (Open from PACS, Send SEG to PACS)"
+    scripts/pacs-smoke.sh "${CARGO_TARGET_DIR:-target}/debug/icseg" "${CARGO_TARGET_DIR:-target}/pacs-smoke"
+  fi
 elif [ "${CI:-}" = true ]; then
   echo "xvfb-run and imagemagick are required under CI (apt-get install xvfb xauth imagemagick)" >&2
   exit 1

@@ -32,6 +32,8 @@ pub struct IcsegApp {
     title: String,
     /// A scripted session (`ICSEG_DEMO=<folder>`).
     demo: Option<super::demo::Demo>,
+    /// The scripted PACS round trip (`ICSEG_PACS_DEMO=<folder>`).
+    pacs_demo: Option<super::pacs_demo::PacsDemo>,
 }
 
 impl IcsegApp {
@@ -53,6 +55,8 @@ impl IcsegApp {
             last_frame: None,
             title: String::new(),
             demo: std::env::var_os("ICSEG_DEMO").map(|d| super::demo::Demo::new(d.into())),
+            pacs_demo: std::env::var_os("ICSEG_PACS_DEMO")
+                .map(|d| super::pacs_demo::PacsDemo::new(d.into())),
         }
     }
 
@@ -526,6 +530,20 @@ impl eframe::App for IcsegApp {
             && !demo.finished()
         {
             actions.extend(demo.tick(&ctx, &self.state));
+            if demo.finished() {
+                for line in &demo.log {
+                    println!("{line}");
+                }
+                if demo.failed.is_some() {
+                    std::process::exit(2);
+                }
+            }
+        }
+
+        if let Some(demo) = &mut self.pacs_demo
+            && !demo.finished()
+        {
+            actions.extend(demo.tick(&ctx, &mut self.state));
             if demo.finished() {
                 for line in &demo.log {
                     println!("{line}");

@@ -315,7 +315,7 @@ fn dismiss_all(state: &AppState) -> Vec<Action> {
     shown.into_iter().map(Action::DismissNotice).collect()
 }
 
-fn save_png(image: &egui::ColorImage, path: &std::path::Path) -> Result<(), String> {
+pub(super) fn save_png(image: &egui::ColorImage, path: &std::path::Path) -> Result<(), String> {
     let [w, h] = image.size;
     let bytes: Vec<u8> = image.pixels.iter().flat_map(|c| c.to_array()).collect();
     let img = image::RgbaImage::from_raw(w as u32, h as u32, bytes)

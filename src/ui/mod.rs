@@ -24,6 +24,7 @@ mod explain;
 mod export;
 pub mod notice;
 pub mod pacs;
+mod pacs_demo;
 pub mod painter;
 mod panels;
 pub mod propagation;
