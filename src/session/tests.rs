@@ -386,6 +386,22 @@ fn one_propagation_run_is_one_undo_step() {
 }
 
 #[test]
+fn flagged_slices_come_first_in_the_review_order() {
+    let (mut s, liver) = session();
+    s.apply_prediction(liver, 1, &disk_probabilities(5.0, 5.0, 2.0, 0.99), 1)
+        .unwrap();
+    s.apply_prediction(liver, 7, &disk_probabilities(5.0, 5.0, 2.0, 0.55), 1)
+        .unwrap();
+    // Slice 1 is certain but flagged: it goes first, then the most uncertain.
+    assert_eq!(s.next_to_review_flagged(liver, 0, &[1]), Some(1));
+    s.accept(liver, 1).unwrap();
+    assert_eq!(s.next_to_review_flagged(liver, 0, &[1]), Some(7));
+    // A flagged slice that is not predicted is not reviewed.
+    s.accept(liver, 7).unwrap();
+    assert_eq!(s.next_to_review_flagged(liver, 0, &[1, 7]), None);
+}
+
+#[test]
 fn next_to_review_picks_the_most_uncertain_predicted_slice() {
     let (mut s, liver) = session();
     s.apply_prediction(liver, 1, &disk_probabilities(5.0, 5.0, 2.0, 0.99), 1)
