@@ -207,8 +207,11 @@ pub enum Action {
     Accept,
     /// Reject the prediction on the current working-axis slice.
     Reject,
-    /// Jump to the predicted slice the network is least sure about.
+    /// Jump to the predicted slice to review next: the flagged area or shape jumps
+    /// first, then the one the network is least sure about.
     NextToReview,
+    /// Show or hide the diagnostics window (frame times, for developers).
+    SetDiagnostics(bool),
     /// Send the active structure's support slices to the network.
     Propagate,
     /// Stop the running propagation.

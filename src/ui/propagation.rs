@@ -150,14 +150,9 @@ pub fn summarise_frames(times: &[Duration]) -> Option<FrameSummary> {
 }
 
 /// The message at the end of a propagation: how long it took, what the run rule
-/// cleared, how the support set was used, and the UI's frame times.
-fn finished_message(
-    stats: &engine::PropagationStats,
-    run: &Run,
-    cut_off: usize,
-    frames: Option<FrameSummary>,
-    intervals: Option<FrameSummary>,
-) -> String {
+/// cleared and how the support set was used. (The UI's frame times are diagnostics for
+/// developers: [`frame_diagnostics`], in the log and the View → Diagnostics window.)
+fn finished_message(stats: &engine::PropagationStats, run: &Run, cut_off: usize) -> String {
     let per_slice = stats.total.as_secs_f64() * 1000.0 / stats.slices.max(1) as f64;
     let mut text = format!(
         "Propagated {} slices in {:.1} s ({per_slice:.0} ms per slice).",
@@ -179,19 +174,28 @@ fn finished_message(
     if let Strategy::Chain(c) = run.strategy {
         text.push_str(&chain_summary(&c, stats.queried(), stats.slices));
     }
+    text
+}
+
+/// The UI's frame times during a run, for developers (log and diagnostics window).
+pub fn frame_diagnostics(
+    frames: Option<FrameSummary>,
+    intervals: Option<FrameSummary>,
+) -> Vec<String> {
+    let mut lines = Vec::new();
     if let Some(f) = frames {
-        text.push_str(&format!(
-            " UI frame build time: median {:.1} ms, 95th percentile {:.1} ms, max {:.1} ms.",
-            f.median_ms, f.p95_ms, f.max_ms
+        lines.push(format!(
+            "UI frame build time: median {:.1} ms, 95th percentile {:.1} ms, max {:.1} ms ({} frames)",
+            f.median_ms, f.p95_ms, f.max_ms, f.frames
         ));
     }
     if let Some(f) = intervals {
-        text.push_str(&format!(
-            " Frame intervals: median {:.0} ms, 95th percentile {:.0} ms, max {:.0} ms.",
+        lines.push(format!(
+            "Frame intervals: median {:.0} ms, 95th percentile {:.0} ms, max {:.0} ms",
             f.median_ms, f.p95_ms, f.max_ms
         ));
     }
-    text
+    lines
 }
 
 /// What a chained propagation did, for the user: which slices each slice was segmented
@@ -688,10 +692,11 @@ impl Propagation {
         };
         let frames = summarise_frames(&self.frame_times);
         let intervals = summarise_frames(&self.frame_intervals);
-        out.notices.push((
-            Level::Info,
-            finished_message(&stats, &run, cut_off, frames, intervals),
-        ));
+        out.notices
+            .push((Level::Info, finished_message(&stats, &run, cut_off)));
+        for line in frame_diagnostics(frames, intervals) {
+            log::info!("propagation: {line}");
+        }
         self.last = Some(LastRun {
             slices: stats.slices,
             total: stats.total,

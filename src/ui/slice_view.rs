@@ -62,7 +62,16 @@ pub fn slice_view_ui(
     ctx: &ViewContext<'_>,
     painter: &mut ViewPainter,
 ) -> (Vec<Action>, Option<Readout>) {
-    let scrubber_h = if ctx.scrubber { 18.0 } else { 0.0 };
+    // On the working axis, the structure overview sits above the scrubber.
+    let overview = ctx.scrubber
+        && ctx.axis == doc.session.axis()
+        && super::overview::has_overview(doc);
+    let overview_h = if overview {
+        super::overview::OVERVIEW_HEIGHT
+    } else {
+        0.0
+    };
+    let scrubber_h = if ctx.scrubber { 18.0 } else { 0.0 } + overview_h;
     let total = ui.available_rect_before_wrap();
     let view_rect = Rect::from_min_max(total.min, pos2(total.max.x, total.max.y - scrubber_h));
     let id = ui.scope_id().with(("slice-view", ctx.axis.index()));
@@ -113,7 +122,21 @@ pub fn slice_view_ui(
     actions.extend(view.tool_actions(ui, &response, &mut memory));
     ui.data_mut(|d| d.insert_temp(id, memory));
     if ctx.scrubber {
-        let bar = Rect::from_min_max(pos2(total.min.x, view_rect.max.y), total.max);
+        let bar_top = view_rect.max.y + overview_h;
+        if overview {
+            let plot = Rect::from_min_max(
+                pos2(total.min.x, view_rect.max.y),
+                pos2(total.max.x, bar_top),
+            );
+            actions.extend(super::overview::overview_plot_ui(
+                ui,
+                plot,
+                doc,
+                ctx.axis,
+                id.with("overview"),
+            ));
+        }
+        let bar = Rect::from_min_max(pos2(total.min.x, bar_top), total.max);
         actions.extend(scrubber_ui(ui, bar, doc, ctx.axis, id.with("scrubber")));
     }
     (actions, readout)

@@ -138,6 +138,8 @@ pub struct AppState {
     /// ends, shape prior) with these options; `None`: the paper's one-shot propagation
     /// with [`Self::support_size`].
     pub chain: Option<crate::engine::ChainOptions>,
+    /// Whether the diagnostics window (frame times, for developers) is open.
+    pub show_diagnostics: bool,
     /// "Fill between slices" runs so far (their undo groups).
     fill_groups: u64,
     stroke: Option<Stroke>,
@@ -183,6 +185,7 @@ impl AppState {
             propagate_margin: Some(10),
             support_size: Some(DEFAULT_SUPPORT_SIZE),
             chain: Some(crate::engine::ChainOptions::default()),
+            show_diagnostics: false,
             fill_groups: 0,
             stroke: None,
             load: None,
@@ -307,6 +310,9 @@ impl AppState {
         }
         if events.propagation_finished {
             self.autosave_now();
+        }
+        if let Some(doc) = &mut self.doc {
+            doc.refresh_overview();
         }
         if self.autosave_job.is_none()
             && let Some(doc) = &self.doc
@@ -497,6 +503,7 @@ impl AppState {
             Action::Accept => self.review(true),
             Action::Reject => self.review(false),
             Action::NextToReview => self.next_to_review(),
+            Action::SetDiagnostics(on) => self.show_diagnostics = on,
             // The network.
             Action::Propagate => self.propagate(),
             Action::FillBetweenSlices => self.fill_between_slices(),
@@ -884,7 +891,15 @@ impl AppState {
     fn next_to_review(&mut self) {
         let Some(doc) = &mut self.doc else { return };
         let Some(label) = doc.active else { return };
-        match doc.session.next_to_review(label, doc.work_slice()) {
+        doc.refresh_overview();
+        let flagged: Vec<usize> = doc
+            .overview()
+            .map(|o| o.flagged().collect())
+            .unwrap_or_default();
+        match doc
+            .session
+            .next_to_review_flagged(label, doc.work_slice(), &flagged)
+        {
             Some(s) => {
                 let axis = doc.session.axis().index();
                 doc.cursor[axis] = s;
