@@ -13,6 +13,7 @@ use icseg::display::view::{Camera, ViewMapping};
 use icseg::engine::{DeviceChoice, DeviceRequest, EngineConfig, WeightsChoice};
 use icseg::model::ModelConfig;
 use icseg::session::{RecoveryStore, SliceState};
+use icseg::ui::actions::Action;
 use icseg::ui::notice::Level;
 use icseg::ui::{overview, propagation};
 use icseg::ui::render::{Look, cpu};
@@ -168,13 +169,15 @@ fn annotate_propagate_review_explain_and_save_the_sample() {
     }
     let k1 = h.state().state.doc.as_ref().unwrap().work_slice();
     assert_eq!(k1, k0 + 5);
+    // (Three points: with two, the stroke is the first dab alone, about π·4² voxels for
+    // the 4 mm brush, right at the threshold below.)
     drag(
         &mut h,
-        &[c - egui::vec2(30.0, 5.0), c + egui::vec2(30.0, 5.0)],
+        &[c - egui::vec2(30.0, 5.0), c, c + egui::vec2(30.0, 5.0)],
         Modifiers::NONE,
     );
     let second = labels_on(h.state(), k1);
-    assert!(second > 50);
+    assert!(second > 50, "the stroke painted {second} voxels");
     {
         let doc = h.state().state.doc.as_ref().unwrap();
         let st = doc.session.structure(doc.active.unwrap()).unwrap();
@@ -301,6 +304,43 @@ fn annotate_propagate_review_explain_and_save_the_sample() {
         latency.as_secs_f64() * 1000.0
     );
     let _ = h.get_by_label("Explanation");
+    // Readable: the support slices ordered by attention mass (largest first), each
+    // cropped to the region the network looked at.
+    let (first, crop_px) = {
+        let e = h.state().state.propagation.explanation().unwrap();
+        let order = e.order_by_mass();
+        let ex = e.result.as_ref().unwrap();
+        let masses: Vec<f32> = order
+            .iter()
+            .map(|&n| ex.stages[2].support_mass[n])
+            .collect();
+        assert!(masses.windows(2).all(|m| m[0] >= m[1]), "{masses:?}");
+        let doc = h.state().state.doc.as_ref().unwrap();
+        let s = ex.support_slices[order[0]];
+        let mapping = ViewMapping::new(doc.volume.geometry(), Axis::K, s);
+        let d = icseg::display::view::display_box(&mapping, e.crop_box(197, 233));
+        let px = [
+            d[2].ceil() as u32 - d[0].floor() as u32,
+            d[3].ceil() as u32 - d[1].floor() as u32,
+        ];
+        (s, px)
+    };
+    h.get_by_label_contains(&format!("#1 Support slice {} ", first + 1));
+    // Saved as PNGs: one per support slice at the stage shown, cropped as in the panel.
+    let png_dir = dir.path().join("explain");
+    h.state_mut()
+        .state
+        .apply(Action::ExportExplanation(png_dir.clone()));
+    let mut pngs: Vec<String> = std::fs::read_dir(&png_dir)
+        .unwrap()
+        .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    pngs.sort();
+    assert_eq!(pngs.len(), support_count, "{pngs:?}");
+    assert_eq!(pngs[0], format!("01_slice{:04}_1-8.png", first + 1));
+    let (pw, ph) = image::image_dimensions(png_dir.join(&pngs[0])).unwrap();
+    assert_eq!([pw, ph], crop_px);
+    assert!(pw < 197 || ph < 233, "cropped: {pw}×{ph}");
     assert_eq!(
         h.query_all_by_label_contains("Support slice ").count(),
         support_count
@@ -618,8 +658,8 @@ fn the_overview_plot_jumps_to_the_clicked_slice_and_flags_join_the_review_order(
     let dir = tempfile::tempdir().unwrap();
     let mut h = sample_without_network(dir.path(), SIZE);
     assert!(
-        h.query_by_label(overview::OVERVIEW_LABEL).is_none(),
-        "no plot before anything is drawn"
+        h.state().state.doc.as_ref().unwrap().overview().unwrap().stats.voxels == 0,
+        "nothing drawn yet"
     );
     // Predictions on axial slices 80..=100: discs of radius 10 pixels, except a disc of
     // radius 20 on slice 90 (an area jump). Slice 85 is the one the network is least sure

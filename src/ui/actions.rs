@@ -225,6 +225,8 @@ pub enum Action {
     },
     /// Close the explanation panel.
     CloseExplain,
+    /// Save the explanation shown as PNGs (as the panel draws it) into a folder.
+    ExportExplanation(PathBuf),
     /// Which attention stages the explanation panel shows.
     SetExplainStages(StageChoice),
     /// Save labels (and the session beside them) where Ctrl+S last saved, or ask.

@@ -45,14 +45,21 @@ pub fn overview_plot_ui(
     id: egui::Id,
 ) -> Vec<Action> {
     let mut actions = Vec::new();
-    let Some(o) = doc.overview() else {
-        return actions;
-    };
-    let n = o.area_mm2.len().max(1);
     let response = ui.interact(rect, id, Sense::click_and_drag());
     response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, OVERVIEW_LABEL));
     let p = ui.painter().with_clip_rect(rect);
     p.rect_filled(rect, 0.0, Color32::from_gray(18));
+    let Some(o) = doc.overview().filter(|_| has_overview(doc)) else {
+        p.text(
+            rect.center(),
+            egui::Align2::CENTER_CENTER,
+            "the active structure's area per slice shows here",
+            egui::FontId::proportional(11.0),
+            Color32::from_gray(110),
+        );
+        return actions;
+    };
+    let n = o.area_mm2.len().max(1);
     let max_area = o.area_mm2.iter().copied().fold(0.0f64, f64::max);
     let slice_w = rect.width() / n as f32;
     let x_of = |s: usize| rect.min.x + (s as f32 + 0.5) * slice_w;

@@ -251,11 +251,44 @@ pub struct ExplainView {
     pub latency: Option<Duration>,
     /// Stage selection.
     pub stages: StageChoice,
+    /// Show whole support slices instead of the network's region of interest.
+    pub whole_slices: bool,
     /// Heatmaps per (stage, support position), normalised per stage, built lazily.
     heat_cache: Vec<Option<Heatmap>>,
 }
 
 impl ExplainView {
+    /// Positions in the support list, the slice receiving the most attention first: at
+    /// the stage shown, or summed over the stages when all are shown.
+    pub fn order_by_mass(&self) -> Vec<usize> {
+        let Some(ex) = &self.result else {
+            return Vec::new();
+        };
+        let masses: Vec<&[f32]> = match self.stages {
+            StageChoice::One(s) => ex.stages.get(s).map(|st| st.support_mass.as_slice()).into_iter().collect(),
+            StageChoice::All => ex.stages.iter().map(|st| st.support_mass.as_slice()).collect(),
+        };
+        let total = |n: usize| -> f32 { masses.iter().map(|m| m.get(n).copied().unwrap_or(0.0)).sum() };
+        order_by_mass(ex.support_slices.len(), total)
+    }
+
+    /// The slice pixels `[x0, y0, x1, y1]` (edges) the thumbnails show: the network's
+    /// region of interest, or the whole `width × height` slice.
+    pub fn crop_box(&self, width: usize, height: usize) -> [f32; 4] {
+        match (&self.result, self.whole_slices) {
+            (Some(ex), false) => {
+                let r = &ex.region;
+                [
+                    r.x0 as f32,
+                    r.y0 as f32,
+                    (r.x0 + r.width) as f32,
+                    (r.y0 + r.height) as f32,
+                ]
+            }
+            _ => [-0.5, -0.5, width as f32 - 0.5, height as f32 - 0.5],
+        }
+    }
+
     /// The heatmap of support slice number `n` at `stage`, on the native slice grid,
     /// scaled so that the strongest location over all support slices of that stage is 1.
     pub fn heatmap(
@@ -289,6 +322,13 @@ impl ExplainView {
         }
         self.heat_cache[k].as_ref()
     }
+}
+
+/// `0..n` ordered by `mass`, largest first (ties: the earlier position first).
+pub fn order_by_mass(n: usize, mass: impl Fn(usize) -> f32) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| mass(b).total_cmp(&mass(a)).then(a.cmp(&b)));
+    order
 }
 
 /// Why a propagation or an explanation could not be asked for.
@@ -530,6 +570,7 @@ impl Propagation {
             result: None,
             latency: None,
             stages,
+            whole_slices: false,
             heat_cache: Vec::new(),
         });
         Ok(())
@@ -793,6 +834,13 @@ mod tests {
             !text.contains("interpolation") && !text.contains("just before"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn supports_are_ordered_by_attention_mass() {
+        let mass = [0.1, 0.6, 0.05, 0.25];
+        assert_eq!(order_by_mass(4, |n| mass[n]), vec![1, 3, 0, 2]);
+        assert_eq!(order_by_mass(3, |_| 0.5), vec![0, 1, 2]);
     }
 
     #[test]

@@ -62,10 +62,9 @@ pub fn slice_view_ui(
     ctx: &ViewContext<'_>,
     painter: &mut ViewPainter,
 ) -> (Vec<Action>, Option<Readout>) {
-    // On the working axis, the structure overview sits above the scrubber.
-    let overview = ctx.scrubber
-        && ctx.axis == doc.session.axis()
-        && super::overview::has_overview(doc);
+    // On the working axis, the structure overview sits above the scrubber (always, so
+    // that the view does not move when the first stroke makes it appear).
+    let overview = ctx.scrubber && ctx.axis == doc.session.axis();
     let overview_h = if overview {
         super::overview::OVERVIEW_HEIGHT
     } else {

@@ -510,6 +510,7 @@ impl AppState {
             Action::CancelPropagation => self.propagation.cancel(),
             Action::Explain { slice, at } => self.explain(slice, at),
             Action::CloseExplain => self.propagation.close_explanation(),
+            Action::ExportExplanation(dir) => self.export_explanation(&dir),
             Action::SetExplainStages(stages) => {
                 if let Some(e) = self.propagation.explanation_mut() {
                     e.stages = stages;
@@ -885,6 +886,24 @@ impl AppState {
                 format!("Slice {slice} holds no prediction to accept or reject."),
             ),
             Err(e) => self.notify(Level::Error, e.to_string()),
+        }
+    }
+
+    fn export_explanation(&mut self, dir: &Path) {
+        let (Some(doc), Some(view)) = (&self.doc, self.propagation.explanation_mut()) else {
+            return;
+        };
+        match super::export::write_explanation_pngs(doc, view, dir) {
+            Ok(files) => self.notify(
+                Level::Info,
+                format!(
+                    "Saved the explanation as {} PNG{} in {}",
+                    files.len(),
+                    if files.len() == 1 { "" } else { "s" },
+                    dir.display()
+                ),
+            ),
+            Err(e) => self.notify(Level::Error, format!("could not save the explanation: {e}")),
         }
     }
 
