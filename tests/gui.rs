@@ -15,10 +15,10 @@ use icseg::model::ModelConfig;
 use icseg::session::{RecoveryStore, SliceState};
 use icseg::ui::actions::Action;
 use icseg::ui::notice::Level;
-use icseg::ui::{overview, propagation};
 use icseg::ui::render::{Look, cpu};
 use icseg::ui::state::AppConfig;
 use icseg::ui::{IcsegApp, sample_path};
+use icseg::ui::{overview, propagation};
 use icseg::volume::{Axis, Image2D};
 
 /// A process id above Linux's `pid_max`: never running, so its files look orphaned.
@@ -658,7 +658,16 @@ fn the_overview_plot_jumps_to_the_clicked_slice_and_flags_join_the_review_order(
     let dir = tempfile::tempdir().unwrap();
     let mut h = sample_without_network(dir.path(), SIZE);
     assert!(
-        h.state().state.doc.as_ref().unwrap().overview().unwrap().stats.voxels == 0,
+        h.state()
+            .state
+            .doc
+            .as_ref()
+            .unwrap()
+            .overview()
+            .unwrap()
+            .stats
+            .voxels
+            == 0,
         "nothing drawn yet"
     );
     // Predictions on axial slices 80..=100: discs of radius 10 pixels, except a disc of
@@ -696,7 +705,10 @@ fn the_overview_plot_jumps_to_the_clicked_slice_and_flags_join_the_review_order(
     assert_eq!(n, 189);
     assert_eq!(flagged, vec![89, 90, 91], "the jump and its two neighbours");
     // The sample has 1 mm voxels: a radius-20 disc covers about π·20² mm².
-    assert!((area_90 - std::f64::consts::PI * 400.0).abs() < 40.0, "{area_90}");
+    assert!(
+        (area_90 - std::f64::consts::PI * 400.0).abs() < 40.0,
+        "{area_90}"
+    );
     assert_eq!(stats.slice_range, Some((80, 100)));
 
     // The side panel's statistics are the same numbers.
@@ -748,24 +760,17 @@ fn the_status_bar_lays_out_without_overlap_at_1024_px() {
     h.step();
     h.step();
     let message = h.get_by_label_contains("Propagated 20 slices").rect();
-    let right: Vec<Rect> = [
-        "render: ",
-        " mm LPS",
-        "network unavailable",
-    ]
-    .iter()
-    .map(|t| h.get_by_label_contains(t).rect())
-    .collect();
+    let right: Vec<Rect> = ["render: ", " mm LPS", "network unavailable"]
+        .iter()
+        .map(|t| h.get_by_label_contains(t).rect())
+        .collect();
     for r in &right {
         assert!(
             message.max.x <= r.min.x,
             "the message {message:?} overlaps a field at {r:?}"
         );
         assert!(r.max.x <= 1024.0 && r.min.x >= 0.0, "{r:?} is on screen");
-        assert!(
-            (r.center().y - message.center().y).abs() < 4.0,
-            "one line"
-        );
+        assert!((r.center().y - message.center().y).abs() < 4.0, "one line");
     }
     assert!(
         message.width() >= icseg::ui::panels::STATUS_MESSAGE_MIN_WIDTH - 20.0,
@@ -782,8 +787,13 @@ fn the_status_bar_lays_out_without_overlap_at_1024_px() {
     for _ in 0..60 {
         h.step();
     }
-    let shown = h.query_all_by_label_contains("Propagated 20 slices").count();
-    assert!(shown >= 2, "the tooltip repeats the message ({shown} found)");
+    let shown = h
+        .query_all_by_label_contains("Propagated 20 slices")
+        .count();
+    assert!(
+        shown >= 2,
+        "the tooltip repeats the message ({shown} found)"
+    );
 }
 
 /// Shortcuts work on start without a first click: the window asks for keyboard focus
@@ -796,7 +806,10 @@ fn shortcuts_work_without_a_first_click() {
     let mut h = harness(cfg);
     let start = Instant::now();
     while h.state().state.doc.is_none() {
-        assert!(start.elapsed() < Duration::from_secs(60), "the sample loads");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the sample loads"
+        );
         std::thread::sleep(Duration::from_millis(10));
         h.step();
     }
@@ -808,10 +821,7 @@ fn shortcuts_work_without_a_first_click() {
     press(&mut h, egui::Key::L, Modifiers::NONE);
     assert_eq!(h.state().state.tool, icseg::ui::actions::Tool::Lasso);
     press(&mut h, egui::Key::Num4, Modifiers::NONE);
-    assert_eq!(
-        h.state().state.layout,
-        icseg::ui::actions::Layout::ThreeUp
-    );
+    assert_eq!(h.state().state.layout, icseg::ui::actions::Layout::ThreeUp);
     let k = h.state().state.doc.as_ref().unwrap().work_slice();
     press(&mut h, egui::Key::PageUp, Modifiers::NONE);
     assert_eq!(h.state().state.doc.as_ref().unwrap().work_slice(), k + 1);

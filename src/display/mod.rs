@@ -216,8 +216,9 @@ impl RgbImage {
             data: Vec::with_capacity(3 * (u1 - u0) * (v1 - v0)),
         };
         for v in v0..v1 {
-            out.data
-                .extend_from_slice(&self.data[3 * (u0 + self.width * v)..3 * (u1 + self.width * v)]);
+            out.data.extend_from_slice(
+                &self.data[3 * (u0 + self.width * v)..3 * (u1 + self.width * v)],
+            );
         }
         out
     }

@@ -405,7 +405,11 @@ mod tests {
             let img = image_rect_showing(d, rect, &m);
             let tl = display_to_screen([d[0], d[1]], img, &m);
             let br = display_to_screen([d[2], d[3]], img, &m);
-            for (got, want) in tl.iter().chain(&br).zip([rect[0], rect[1], rect[2], rect[3]]) {
+            for (got, want) in tl
+                .iter()
+                .chain(&br)
+                .zip([rect[0], rect[1], rect[2], rect[3]])
+            {
                 assert!((got - want).abs() < 1e-3, "{axis:?}: {got} vs {want}");
             }
             // The mm aspect is kept: screen points per mm equal along both sides.

@@ -380,7 +380,10 @@ mod tests {
         let p = [100, 100, 100, 300, 300];
         let o = [100, 100, 100, 300];
         let j = flag_jumps(&measures(&p, &o));
-        assert_eq!(j, vec![None, None, Some(Jump::Area), Some(Jump::Area), None]);
+        assert_eq!(
+            j,
+            vec![None, None, Some(Jump::Area), Some(Jump::Area), None]
+        );
     }
 
     #[test]
@@ -391,7 +394,12 @@ mod tests {
         let j = flag_jumps(&measures(&p, &o));
         assert_eq!(
             j,
-            vec![None, Some(Jump::Shape), Some(Jump::Shape), Some(Jump::Shape)]
+            vec![
+                None,
+                Some(Jump::Shape),
+                Some(Jump::Shape),
+                Some(Jump::Shape)
+            ]
         );
     }
 
@@ -436,7 +444,14 @@ mod tests {
             square(&mut s, l, k, 10.0, 10.0, 10.0);
         }
         let mut cache = OverviewCache::default();
-        assert!(cache.update(&s, &vol, l).unwrap().flagged().next().is_none());
+        assert!(
+            cache
+                .update(&s, &vol, l)
+                .unwrap()
+                .flagged()
+                .next()
+                .is_none()
+        );
         // Slice 4 grows to 20×20: an area jump against slices 3 and 5.
         square(&mut s, l, 4, 5.0, 5.0, 20.0);
         let o = cache.update(&s, &vol, l).unwrap();

@@ -87,7 +87,9 @@ pub fn explain_panel_ui(
     });
     ui.horizontal(|ui| {
         ui.checkbox(&mut view.whole_slices, "whole slices")
-            .on_hover_text("Show the whole support slices instead of the region the network looked at");
+            .on_hover_text(
+                "Show the whole support slices instead of the region the network looked at",
+            );
         let dir = export_folder(doc, view.query);
         if ui
             .button("Save PNGs")
@@ -221,9 +223,16 @@ impl Thumb<'_> {
         let (axis, px) = self.click;
         let mapping = ViewMapping::new(self.geometry, axis, self.slice);
         let d = display_box(&mapping, self.crop);
-        let size = vec2(width, (width * box_aspect(d, &mapping)).clamp(40.0, 2.0 * width));
+        let size = vec2(
+            width,
+            (width * box_aspect(d, &mapping)).clamp(40.0, 2.0 * width),
+        );
         let (rect, response) = ui.allocate_exact_size(size, egui::Sense::hover());
-        let img = image_rect_showing(d, [rect.min.x, rect.min.y, rect.max.x, rect.max.y], &mapping);
+        let img = image_rect_showing(
+            d,
+            [rect.min.x, rect.min.y, rect.max.x, rect.max.y],
+            &mapping,
+        );
         let image_rect = Rect::from_min_max(pos2(img[0], img[1]), pos2(img[2], img[3]));
         painter.paint(
             ui,

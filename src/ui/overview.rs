@@ -77,14 +77,20 @@ pub fn overview_plot_ui(
                 state_colour(state)
             };
             p.rect_filled(
-                Rect::from_min_max(pos2(x - w / 2.0, rect.max.y - 1.0 - h), pos2(x + w / 2.0, rect.max.y - 1.0)),
+                Rect::from_min_max(
+                    pos2(x - w / 2.0, rect.max.y - 1.0 - h),
+                    pos2(x + w / 2.0, rect.max.y - 1.0),
+                ),
                 0.0,
                 colour,
             );
         } else if state == SliceState::Rejected {
             // A rejected slice has no area left; mark it on the baseline.
             p.rect_filled(
-                Rect::from_min_max(pos2(x - w / 2.0, rect.max.y - 4.0), pos2(x + w / 2.0, rect.max.y - 1.0)),
+                Rect::from_min_max(
+                    pos2(x - w / 2.0, rect.max.y - 4.0),
+                    pos2(x + w / 2.0, rect.max.y - 1.0),
+                ),
                 0.0,
                 state_colour(state),
             );

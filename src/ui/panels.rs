@@ -523,7 +523,10 @@ pub fn status_bar_ui(
                     };
                     (
                         format!("{} · {}", info.device, info.model),
-                        format!("Network: model {} ({weights}) on {}", info.model, info.device),
+                        format!(
+                            "Network: model {} ({weights}) on {}",
+                            info.model, info.device
+                        ),
                     )
                 }
                 (None, Some(f)) => ("network unavailable".to_owned(), f.to_owned()),

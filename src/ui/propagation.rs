@@ -265,10 +265,24 @@ impl ExplainView {
             return Vec::new();
         };
         let masses: Vec<&[f32]> = match self.stages {
-            StageChoice::One(s) => ex.stages.get(s).map(|st| st.support_mass.as_slice()).into_iter().collect(),
-            StageChoice::All => ex.stages.iter().map(|st| st.support_mass.as_slice()).collect(),
+            StageChoice::One(s) => ex
+                .stages
+                .get(s)
+                .map(|st| st.support_mass.as_slice())
+                .into_iter()
+                .collect(),
+            StageChoice::All => ex
+                .stages
+                .iter()
+                .map(|st| st.support_mass.as_slice())
+                .collect(),
         };
-        let total = |n: usize| -> f32 { masses.iter().map(|m| m.get(n).copied().unwrap_or(0.0)).sum() };
+        let total = |n: usize| -> f32 {
+            masses
+                .iter()
+                .map(|m| m.get(n).copied().unwrap_or(0.0))
+                .sum()
+        };
         order_by_mass(ex.support_slices.len(), total)
     }
 
