@@ -341,6 +341,20 @@ fn annotate_propagate_review_explain_and_save_the_sample() {
     let (pw, ph) = image::image_dimensions(png_dir.join(&pngs[0])).unwrap();
     assert_eq!([pw, ph], crop_px);
     assert!(pw < 197 || ph < 233, "cropped: {pw}×{ph}");
+    // "on view" lays the first support's attention over the main view, on its slice.
+    h.get_all_by_label("on view").next().unwrap().click();
+    h.step();
+    h.step();
+    assert_eq!(h.state().state.doc.as_ref().unwrap().work_slice(), first);
+    assert!(
+        h.state()
+            .state
+            .propagation
+            .explanation()
+            .unwrap()
+            .overlay
+            .is_some()
+    );
     assert_eq!(
         h.query_all_by_label_contains("Support slice ").count(),
         support_count

@@ -306,6 +306,15 @@ impl IcsegApp {
             Layout::ThreeUp => axes_in_display_order(doc.volume.geometry()).to_vec(),
         };
         let marker = self.state.propagation.explanation().map(|e| e.query);
+        let stroking = self.state.stroking();
+        // One support's attention laid over the working view (Explain panel, "on view").
+        let (w, h) = doc.volume.geometry().slice_dims(doc.session.axis());
+        let heat = self.state.propagation.explanation_mut().and_then(|e| {
+            let (stage, n) = e.overlay?;
+            let key = egui::Id::unique(("view-heat", e.id.0, stage, n)).value();
+            e.heatmap(stage, n, w, h)
+                .map(|heat| super::painter::HeatInput { heat, key })
+        });
         let rect = ui.available_rect_before_wrap();
         let n = axes.len() as f32;
         let gap = 4.0;
@@ -326,8 +335,9 @@ impl IcsegApp {
                 lasso: self.state.lasso.as_ref(),
                 explain_marker: marker,
                 show_labels: true,
-                stroking: self.state.stroking(),
+                stroking,
                 scrubber: true,
+                heat,
             };
             let mut child = ui.new_child(
                 egui::UiBuilder::new()
@@ -563,7 +573,7 @@ impl eframe::App for IcsegApp {
             });
         if self.state.propagation.explanation().is_some() {
             egui::Panel::right("explain")
-                .default_size(340.0)
+                .default_size(460.0)
                 .show(ui, |ui| {
                     if let (Some(doc), Some(view)) =
                         (&self.state.doc, self.state.propagation.explanation_mut())

@@ -161,12 +161,31 @@ pub fn explain_panel_ui(
                     )
                 })
                 .collect();
-            ui.label(format!(
-                "#{} Support slice {} · mass {}",
-                rank + 1,
-                s + 1,
-                mass_line.join(" · ")
-            ));
+            ui.horizontal(|ui| {
+                ui.label(format!(
+                    "#{} Support slice {} · mass {}",
+                    rank + 1,
+                    s + 1,
+                    mass_line.join(" · ")
+                ));
+                // The stage shown (the finest when all are): lay it over the main view.
+                let stage = *shown.last().unwrap_or(&2);
+                let on = view.overlay.is_some_and(|(_, m)| m == n);
+                if ui
+                    .selectable_label(on, "on view")
+                    .on_hover_text(
+                        "Show this support slice in the main view with the attention map laid over it",
+                    )
+                    .clicked()
+                {
+                    if on {
+                        view.overlay = None;
+                    } else {
+                        view.overlay = Some((stage, n));
+                        actions.push(Action::SetSlice { axis, index: s });
+                    }
+                }
+            });
             ui.horizontal(|ui| {
                 for &st in &shown {
                     let Some(heat) = view.heatmap(st, n, w, h) else {

@@ -253,6 +253,9 @@ pub struct ExplainView {
     pub stages: StageChoice,
     /// Show whole support slices instead of the network's region of interest.
     pub whole_slices: bool,
+    /// `(stage, support position)` whose attention map is laid over the working view
+    /// (while it shows that support slice).
+    pub overlay: Option<(usize, usize)>,
     /// Heatmaps per (stage, support position), normalised per stage, built lazily.
     heat_cache: Vec<Option<Heatmap>>,
 }
@@ -585,6 +588,7 @@ impl Propagation {
             latency: None,
             stages,
             whole_slices: false,
+            overlay: None,
             heat_cache: Vec::new(),
         });
         Ok(())

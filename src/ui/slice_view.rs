@@ -32,6 +32,9 @@ pub struct ViewContext<'a> {
     pub stroking: bool,
     /// Show the slice-state scrubber.
     pub scrubber: bool,
+    /// An explanation's attention map laid over the working view while it shows the
+    /// map's support slice.
+    pub heat: Option<HeatInput<'a>>,
 }
 
 /// What the pointer is over, for the status bar.
@@ -97,7 +100,8 @@ pub fn slice_view_ui(
         mapping,
         &look,
         doc,
-        None::<HeatInput<'_>>,
+        ctx.heat
+            .filter(|h| view.is_work_view() && h.heat.slice == view.slice),
     );
     let p = ui.painter().with_clip_rect(view_rect);
     view.draw_crosshair(&p);
