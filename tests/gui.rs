@@ -840,3 +840,131 @@ fn shortcuts_work_without_a_first_click() {
     press(&mut h, egui::Key::PageUp, Modifiers::NONE);
     assert_eq!(h.state().state.doc.as_ref().unwrap().work_slice(), k + 1);
 }
+
+/// Any view: on a fresh session, painting in the coronal view makes its axis the working
+/// axis; "Fill between slices" then fills coronal slices, the overview and review follow
+/// that axis, undo works, and the session file keeps the axis.
+#[test]
+fn painting_in_the_coronal_view_then_propagating_fills_coronal_slices() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(config(
+        dir.path(),
+        std::process::id(),
+        Duration::from_secs(3600),
+    ));
+    wait_for_sample(&mut h);
+    let coronal_axis = {
+        let doc = h.state().state.doc.as_ref().unwrap();
+        icseg::display::view::axes_in_display_order(doc.volume.geometry())[1]
+    };
+    assert_ne!(coronal_axis, Axis::K);
+    press(&mut h, egui::Key::Num2, Modifiers::NONE);
+    let view = view_rect(&h, "Coronal view");
+    let c = view.center();
+    let j0 = h.state().state.doc.as_ref().unwrap().cursor[coronal_axis.index()];
+    drag(
+        &mut h,
+        &[c - egui::vec2(30.0, 0.0), c, c + egui::vec2(30.0, 0.0)],
+        Modifiers::NONE,
+    );
+    {
+        let doc = h.state().state.doc.as_ref().unwrap();
+        assert_eq!(
+            doc.session.axis(),
+            coronal_axis,
+            "the coronal axis is the working axis"
+        );
+        let st = doc.session.structure(doc.active.unwrap()).unwrap();
+        assert_eq!(st.state(j0), SliceState::Manual);
+    }
+    assert!(
+        labels_on(h.state(), j0) > 50,
+        "painted {}",
+        labels_on(h.state(), j0)
+    );
+    // Four coronal slices on (the keys scroll the view under the pointer), a second stroke.
+    for _ in 0..4 {
+        press(&mut h, egui::Key::PageUp, Modifiers::NONE);
+    }
+    let j1 = h.state().state.doc.as_ref().unwrap().cursor[coronal_axis.index()];
+    assert_eq!(j1, j0 + 4);
+    drag(
+        &mut h,
+        &[c - egui::vec2(20.0, 5.0), c, c + egui::vec2(20.0, 5.0)],
+        Modifiers::NONE,
+    );
+    // Propagate along the coronal axis with the classical fill (no network here).
+    press(&mut h, egui::Key::I, Modifiers::NONE);
+    {
+        let doc = h.state().state.doc.as_ref().unwrap();
+        let st = doc.session.structure(doc.active.unwrap()).unwrap();
+        assert_eq!(st.states().len(), doc.volume.dims()[coronal_axis.index()]);
+        for j in j0 + 1..j1 {
+            assert_eq!(st.state(j), SliceState::Predicted, "coronal slice {j}");
+            assert!(labels_on(h.state(), j) > 20, "coronal slice {j} is filled");
+        }
+        // The overview measures coronal slices.
+        let o = doc.overview().unwrap();
+        assert_eq!(o.axis, coronal_axis);
+        assert_eq!(o.stats.slice_range, Some((j0, j1)));
+        // The session file keeps the axis.
+        let restored = icseg::session::Session::from_file(doc.session_file(), &doc.volume).unwrap();
+        assert_eq!(restored.axis(), coronal_axis);
+        assert_eq!(
+            restored
+                .structure(doc.active.unwrap())
+                .unwrap()
+                .state(j0 + 1),
+            SliceState::Predicted
+        );
+    }
+    // Next to review goes to a coronal slice; undo removes the fill.
+    press(&mut h, egui::Key::N, Modifiers::NONE);
+    let j = h.state().state.doc.as_ref().unwrap().cursor[coronal_axis.index()];
+    assert!((j0 + 1..j1).contains(&j), "reviewing coronal slice {j}");
+    press(&mut h, egui::Key::Z, Modifiers::COMMAND);
+    assert_eq!(labels_on(h.state(), j0 + 2), 0);
+    // The network propagates along the coronal axis too (random weights: where it
+    // writes is not checked, only that it predicts coronal slices around the support).
+    step_until(
+        &mut h,
+        "the network to start",
+        Duration::from_secs(120),
+        |a| a.state.propagation.info().is_some(),
+    );
+    press(&mut h, egui::Key::P, Modifiers::NONE);
+    assert!(h.state().state.propagation.run().is_some(), "a run started");
+    step_until(&mut h, "propagation", Duration::from_secs(600), |a| {
+        a.state.propagation.run().is_none()
+    });
+    {
+        let doc = h.state().state.doc.as_ref().unwrap();
+        let st = doc.session.structure(doc.active.unwrap()).unwrap();
+        let last = h.state().state.propagation.last().unwrap();
+        assert!(last.slices > 0);
+        assert!(
+            (0..st.states().len())
+                .filter(|&j| st.state(j) == SliceState::Predicted)
+                .all(|j| j + 10 >= j0 && j <= j1 + 10),
+            "predictions stay within 10 coronal slices of the support"
+        );
+        assert_eq!(st.state(j0), SliceState::Manual);
+        assert_eq!(st.state(j1), SliceState::Manual);
+    }
+    // Once annotated, the axial view no longer takes strokes (states are per axis).
+    press(&mut h, egui::Key::Num1, Modifiers::NONE);
+    let axial = view_rect(&h, "Axial view");
+    let before = h.state().state.doc.as_ref().unwrap().session.revision();
+    drag(
+        &mut h,
+        &[
+            axial.center(),
+            axial.center() + egui::vec2(20.0, 0.0),
+            axial.center() + egui::vec2(40.0, 0.0),
+        ],
+        Modifiers::NONE,
+    );
+    let doc = h.state().state.doc.as_ref().unwrap();
+    assert_eq!(doc.session.axis(), coronal_axis);
+    assert_eq!(doc.session.revision(), before);
+}

@@ -367,6 +367,16 @@ impl Session {
             .map(|s| &mut s.style)
     }
 
+    /// Whether [`Self::set_axis`] may change the working axis now: no structure has a
+    /// slice state yet and no stroke is open.
+    pub fn axis_free(&self) -> bool {
+        self.stroke.is_none()
+            && self
+                .structures
+                .iter()
+                .all(|s| s.states.iter().all(|&st| st == SliceState::Unlabelled))
+    }
+
     /// Changes the working axis. Allowed only while every slice state is `Unlabelled`
     /// (states along one axis mean nothing along another).
     pub fn set_axis(&mut self, axis: Axis) -> Result<(), EditError> {

@@ -115,6 +115,9 @@ pub enum Action {
     OpenSession(PathBuf),
     /// Load a label map file into the current session.
     ImportLabels(PathBuf),
+    /// Annotate and propagate along `axis` from now on (only before any slice of any
+    /// structure has a state: states along one axis mean nothing along another).
+    SetWorkAxis(Axis),
     /// Move the crosshair.
     SetCursor([usize; 3]),
     /// Scroll slices of the view perpendicular to `axis`.

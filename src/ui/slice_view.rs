@@ -112,7 +112,7 @@ pub fn slice_view_ui(
     }
     let hover = response.hover_pos();
     if let Some(pos) = hover
-        && view.is_work_view()
+        && view.can_edit()
         && matches!(ctx.tool, Tool::Brush | Tool::Eraser)
     {
         view.draw_brush_outline(&p, pos);
@@ -247,6 +247,8 @@ impl<'a> View<'a> {
                     title.push_str(&format!(" · {}", state_name(state)));
                 }
             }
+        } else if ctx.tool.edits() && doc.session.axis_free() {
+            title.push_str(" · paint here to annotate along this view");
         } else if ctx.tool.edits() {
             title.push_str(&format!(
                 " · paint in the {} view",
@@ -460,10 +462,30 @@ impl<'a> View<'a> {
                     _ => Vec::new(),
                 }
             }
-            Tool::Brush | Tool::Eraser if self.is_work_view() => self.stroke_actions(ui, response),
-            Tool::Lasso if self.is_work_view() => self.lasso_actions(ui, response, memory),
+            Tool::Brush | Tool::Eraser if self.can_edit() => {
+                self.on_this_axis(self.stroke_actions(ui, response))
+            }
+            Tool::Lasso if self.can_edit() => {
+                self.on_this_axis(self.lasso_actions(ui, response, memory))
+            }
             _ => Vec::new(),
         }
+    }
+
+    /// Whether the editing tools work in this view: it is the working view, or nothing
+    /// is annotated yet, so that painting here makes its axis the working axis.
+    fn can_edit(&self) -> bool {
+        self.is_work_view() || self.doc.session.axis_free()
+    }
+
+    /// Edits in a view that is not yet the working view first make it so.
+    fn on_this_axis(&self, actions: Vec<Action>) -> Vec<Action> {
+        if actions.is_empty() || self.is_work_view() {
+            return actions;
+        }
+        std::iter::once(Action::SetWorkAxis(self.ctx.axis))
+            .chain(actions)
+            .collect()
     }
 
     /// Brush and eraser: a drag paints a stroke, a click paints one dab.

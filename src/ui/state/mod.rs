@@ -504,6 +504,7 @@ impl AppState {
             Action::Reject => self.review(false),
             Action::NextToReview => self.next_to_review(),
             Action::SetDiagnostics(on) => self.show_diagnostics = on,
+            Action::SetWorkAxis(axis) => self.set_work_axis(axis),
             // The network.
             Action::Propagate => self.propagate(),
             Action::FillBetweenSlices => self.fill_between_slices(),
@@ -886,6 +887,31 @@ impl AppState {
                 format!("Slice {slice} holds no prediction to accept or reject."),
             ),
             Err(e) => self.notify(Level::Error, e.to_string()),
+        }
+    }
+
+    fn set_work_axis(&mut self, axis: Axis) {
+        let Some(doc) = &mut self.doc else { return };
+        if doc.session.axis() == axis {
+            return;
+        }
+        let plane = crate::display::view::plane_of(doc.volume.geometry(), axis).name();
+        match doc.session.set_axis(axis) {
+            Ok(()) => {
+                // An explanation belongs to the old axis.
+                self.propagation.close_explanation();
+                self.notify(
+                    Level::Info,
+                    format!(
+                        "Annotating in the {} view: propagation, review and the overview follow its slices.",
+                        plane.to_lowercase()
+                    ),
+                );
+            }
+            Err(_) => self.notify(
+                Level::Info,
+                "The working view is fixed once a slice is annotated; undo everything (or start a new session) to annotate in another view.",
+            ),
         }
     }
 
