@@ -13,11 +13,13 @@ use icseg::display::view::{Camera, ViewMapping};
 use icseg::engine::{DeviceChoice, DeviceRequest, EngineConfig, WeightsChoice};
 use icseg::model::ModelConfig;
 use icseg::session::{RecoveryStore, SliceState};
-use icseg::ui::propagation;
+use icseg::ui::actions::Action;
+use icseg::ui::notice::Level;
 use icseg::ui::render::{Look, cpu};
 use icseg::ui::state::AppConfig;
 use icseg::ui::{IcsegApp, sample_path};
-use icseg::volume::Axis;
+use icseg::ui::{overview, propagation};
+use icseg::volume::{Axis, Image2D};
 
 /// A process id above Linux's `pid_max`: never running, so its files look orphaned.
 const DEAD_PID: u32 = 4_194_399;
@@ -167,13 +169,15 @@ fn annotate_propagate_review_explain_and_save_the_sample() {
     }
     let k1 = h.state().state.doc.as_ref().unwrap().work_slice();
     assert_eq!(k1, k0 + 5);
+    // (Three points: with two, the stroke is the first dab alone, about π·4² voxels for
+    // the 4 mm brush, right at the threshold below.)
     drag(
         &mut h,
-        &[c - egui::vec2(30.0, 5.0), c + egui::vec2(30.0, 5.0)],
+        &[c - egui::vec2(30.0, 5.0), c, c + egui::vec2(30.0, 5.0)],
         Modifiers::NONE,
     );
     let second = labels_on(h.state(), k1);
-    assert!(second > 50);
+    assert!(second > 50, "the stroke painted {second} voxels");
     {
         let doc = h.state().state.doc.as_ref().unwrap();
         let st = doc.session.structure(doc.active.unwrap()).unwrap();
@@ -212,6 +216,12 @@ fn annotate_propagate_review_explain_and_save_the_sample() {
         .cloned()
         .expect("the run finished");
     let frames = last.frames.expect("frames were measured during the run");
+    let message = h.state().state.status_line().unwrap_or_default().to_owned();
+    assert!(message.starts_with("Propagated"), "{message}");
+    assert!(
+        !message.contains("frame"),
+        "frame times are for the diagnostics window, not the status line: {message}"
+    );
     eprintln!(
         "propagated {} slices in {:.1} s; UI frames during the run: n={} median {:.1} ms p95 {:.1} ms max {:.1} ms",
         last.slices,
@@ -294,6 +304,57 @@ fn annotate_propagate_review_explain_and_save_the_sample() {
         latency.as_secs_f64() * 1000.0
     );
     let _ = h.get_by_label("Explanation");
+    // Readable: the support slices ordered by attention mass (largest first), each
+    // cropped to the region the network looked at.
+    let (first, crop_px) = {
+        let e = h.state().state.propagation.explanation().unwrap();
+        let order = e.order_by_mass();
+        let ex = e.result.as_ref().unwrap();
+        let masses: Vec<f32> = order
+            .iter()
+            .map(|&n| ex.stages[2].support_mass[n])
+            .collect();
+        assert!(masses.windows(2).all(|m| m[0] >= m[1]), "{masses:?}");
+        let doc = h.state().state.doc.as_ref().unwrap();
+        let s = ex.support_slices[order[0]];
+        let mapping = ViewMapping::new(doc.volume.geometry(), Axis::K, s);
+        let d = icseg::display::view::display_box(&mapping, e.crop_box(197, 233));
+        let px = [
+            d[2].ceil() as u32 - d[0].floor() as u32,
+            d[3].ceil() as u32 - d[1].floor() as u32,
+        ];
+        (s, px)
+    };
+    h.get_by_label_contains(&format!("#1 Support slice {} ", first + 1));
+    // Saved as PNGs: one per support slice at the stage shown, cropped as in the panel.
+    let png_dir = dir.path().join("explain");
+    h.state_mut()
+        .state
+        .apply(Action::ExportExplanation(png_dir.clone()));
+    let mut pngs: Vec<String> = std::fs::read_dir(&png_dir)
+        .unwrap()
+        .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    pngs.sort();
+    assert_eq!(pngs.len(), support_count, "{pngs:?}");
+    assert_eq!(pngs[0], format!("01_slice{:04}_1-8.png", first + 1));
+    let (pw, ph) = image::image_dimensions(png_dir.join(&pngs[0])).unwrap();
+    assert_eq!([pw, ph], crop_px);
+    assert!(pw < 197 || ph < 233, "cropped: {pw}×{ph}");
+    // "on view" lays the first support's attention over the main view, on its slice.
+    h.get_all_by_label("on view").next().unwrap().click();
+    h.step();
+    h.step();
+    assert_eq!(h.state().state.doc.as_ref().unwrap().work_slice(), first);
+    assert!(
+        h.state()
+            .state
+            .propagation
+            .explanation()
+            .unwrap()
+            .overlay
+            .is_some()
+    );
     assert_eq!(
         h.query_all_by_label_contains("Support slice ").count(),
         support_count
@@ -576,4 +637,334 @@ fn fill_between_slices_interpolates_without_the_network() {
     press(&mut h, egui::Key::Z, Modifiers::COMMAND);
     assert_eq!(labels_on(h.state(), k0 + 2), 0);
     assert!(labels_on(h.state(), k1) > 20, "painting stays");
+}
+
+/// A harness on the sample without the network, the sample loaded.
+fn sample_without_network(dir: &Path, size: [f32; 2]) -> Harness<'static, IcsegApp> {
+    let mut cfg = config(dir, std::process::id(), Duration::from_secs(3600));
+    cfg.engine = propagation::EngineSettings { engine: None };
+    let mut h = Harness::builder()
+        .with_size(size)
+        .build_eframe(move |cc| IcsegApp::new(cc, cfg));
+    wait_for_sample(&mut h);
+    h
+}
+
+/// Probabilities of a disc of radius `r` pixels about `(cx, cy)` on a `w`×`h` slice,
+/// `p_in` inside (0.99: sure; nearer 0.5: unsure).
+fn disc(w: usize, h: usize, cx: f32, cy: f32, r: f32, p_in: f32) -> Image2D<f32> {
+    let mut img = Image2D::filled(w, h, 0.0f32);
+    for y in 0..h {
+        for x in 0..w {
+            if (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2) <= r * r {
+                img.set(x, y, p_in);
+            }
+        }
+    }
+    img
+}
+
+/// The structure overview: its bars are the per-slice areas, a click on the plot goes to
+/// that slice, a slice whose area jumps is flagged and comes first in "Next to review",
+/// and the side panel shows the statistics.
+#[test]
+fn the_overview_plot_jumps_to_the_clicked_slice_and_flags_join_the_review_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = sample_without_network(dir.path(), SIZE);
+    assert!(
+        h.state()
+            .state
+            .doc
+            .as_ref()
+            .unwrap()
+            .overview()
+            .unwrap()
+            .stats
+            .voxels
+            == 0,
+        "nothing drawn yet"
+    );
+    // Predictions on axial slices 80..=100: discs of radius 10 pixels, except a disc of
+    // radius 20 on slice 90 (an area jump). Slice 85 is the one the network is least sure
+    // about (p = 0.6); slice 90 is nearly sure (p = 0.9).
+    {
+        let doc = h.state_mut().state.doc.as_mut().unwrap();
+        let l = doc.active.unwrap();
+        let [nx, ny, _] = doc.volume.dims();
+        let (cx, cy) = (nx as f32 / 2.0, ny as f32 / 2.0);
+        for k in 80..=100 {
+            let (r, p) = match k {
+                90 => (20.0, 0.9),
+                85 => (10.0, 0.6),
+                _ => (10.0, 0.99),
+            };
+            doc.session
+                .apply_prediction(l, k, &disc(nx, ny, cx, cy, r, p), 7)
+                .unwrap();
+        }
+        doc.session.finish_propagation(7);
+    }
+    h.step();
+    h.step();
+    let (n, flagged, area_90, stats) = {
+        let doc = h.state().state.doc.as_ref().unwrap();
+        let o = doc.overview().expect("the overview is built every frame");
+        (
+            o.area_mm2.len(),
+            o.flagged().collect::<Vec<_>>(),
+            o.area_mm2[90],
+            o.stats,
+        )
+    };
+    assert_eq!(n, 189);
+    assert_eq!(flagged, vec![89, 90, 91], "the jump and its two neighbours");
+    // The sample has 1 mm voxels: a radius-20 disc covers about π·20² mm².
+    assert!(
+        (area_90 - std::f64::consts::PI * 400.0).abs() < 40.0,
+        "{area_90}"
+    );
+    assert_eq!(stats.slice_range, Some((80, 100)));
+
+    // The side panel's statistics are the same numbers.
+    h.get_by_label(&format!(
+        "{:.2} mL ({} voxels)",
+        stats.volume_ml, stats.voxels
+    ));
+    h.get_by_label("81–101 (21 slices)");
+    h.get_by_label("90, 91, 92");
+
+    // Clicking the plot at slice 95 goes there.
+    let plot = h.get_by_label(overview::OVERVIEW_LABEL).rect();
+    let x = plot.min.x + (95.5 / n as f32) * plot.width();
+    click(&mut h, egui::pos2(x, plot.center().y), Modifiers::NONE);
+    assert_eq!(h.state().state.doc.as_ref().unwrap().work_slice(), 95);
+
+    // Next to review: the flagged slice 90 before the less certain but unflagged 85.
+    press(&mut h, egui::Key::N, Modifiers::NONE);
+    assert_eq!(h.state().state.doc.as_ref().unwrap().work_slice(), 90);
+    // Rejecting it clears it: its neighbours no longer jump, and Next goes on to the
+    // least certain slice, 85.
+    press(&mut h, egui::Key::Escape, Modifiers::NONE);
+    assert_eq!(h.state().state.doc.as_ref().unwrap().work_slice(), 85);
+    let doc = h.state().state.doc.as_ref().unwrap();
+    assert_eq!(doc.overview().unwrap().flagged().count(), 0);
+
+    // Frame build time with the plot and statistics shown (debug build, CPU renderer).
+    for _ in 0..60 {
+        h.step();
+    }
+    let f = h.state().recent_frame_times().unwrap();
+    eprintln!(
+        "frame build time with the overview plot: median {:.2} ms, p95 {:.2} ms, max {:.2} ms over {} frames",
+        f.median_ms, f.p95_ms, f.max_ms, f.frames
+    );
+}
+
+/// At 1024 points the status bar's message and its right-hand fields do not overlap; a
+/// long message is cut, and its full text is shown on hover. Frame times are not in it.
+#[test]
+fn the_status_bar_lays_out_without_overlap_at_1024_px() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = sample_without_network(dir.path(), [1024.0, 700.0]);
+    let long = "Propagated 20 slices in 1.2 s (62 ms per slice). Chained: each slice was segmented with its 2 nearest annotated slices; the network ran on 20 of 20 slices (beyond the annotations the structure ends at the first empty slice). The result is 40 % network and 60 % shape-based interpolation of your slices.";
+    h.state_mut().state.notify(Level::Info, long);
+    // The pointer over the view: the readout (voxel, position, value) fills in.
+    let view = view_rect(&h, "Axial view");
+    h.event(egui::Event::PointerMoved(view.center()));
+    h.step();
+    h.step();
+    let message = h.get_by_label_contains("Propagated 20 slices").rect();
+    let right: Vec<Rect> = ["render: ", " mm LPS", "network unavailable"]
+        .iter()
+        .map(|t| h.get_by_label_contains(t).rect())
+        .collect();
+    for r in &right {
+        assert!(
+            message.max.x <= r.min.x,
+            "the message {message:?} overlaps a field at {r:?}"
+        );
+        assert!(r.max.x <= 1024.0 && r.min.x >= 0.0, "{r:?} is on screen");
+        assert!((r.center().y - message.center().y).abs() < 4.0, "one line");
+    }
+    assert!(
+        message.width() >= icseg::ui::panels::STATUS_MESSAGE_MIN_WIDTH - 20.0,
+        "the message keeps room: {message:?}"
+    );
+    // The right-hand fields do not overlap each other.
+    for (a, ra) in right.iter().enumerate() {
+        for rb in &right[a + 1..] {
+            assert!(!ra.intersects(*rb), "{ra:?} and {rb:?} overlap");
+        }
+    }
+    // Hovering the cut message shows all of it.
+    h.event(egui::Event::PointerMoved(message.center()));
+    for _ in 0..60 {
+        h.step();
+    }
+    let shown = h
+        .query_all_by_label_contains("Propagated 20 slices")
+        .count();
+    assert!(
+        shown >= 2,
+        "the tooltip repeats the message ({shown} found)"
+    );
+}
+
+/// Shortcuts work on start without a first click: the window asks for keyboard focus
+/// when it opens and when the volume is shown, and no widget holds the keyboard.
+#[test]
+fn shortcuts_work_without_a_first_click() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), std::process::id(), Duration::from_secs(3600));
+    cfg.engine = propagation::EngineSettings { engine: None };
+    let mut h = harness(cfg);
+    let start = Instant::now();
+    while h.state().state.doc.is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the sample loads"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+        h.step();
+    }
+    let asked = h.output().viewport_output[&egui::ViewportId::ROOT]
+        .commands
+        .contains(&egui::ViewportCommand::Focus);
+    assert!(asked, "the frame that shows the volume asks for focus");
+    h.step();
+    press(&mut h, egui::Key::L, Modifiers::NONE);
+    assert_eq!(h.state().state.tool, icseg::ui::actions::Tool::Lasso);
+    press(&mut h, egui::Key::Num4, Modifiers::NONE);
+    assert_eq!(h.state().state.layout, icseg::ui::actions::Layout::ThreeUp);
+    let k = h.state().state.doc.as_ref().unwrap().work_slice();
+    press(&mut h, egui::Key::PageUp, Modifiers::NONE);
+    assert_eq!(h.state().state.doc.as_ref().unwrap().work_slice(), k + 1);
+}
+
+/// Any view: on a fresh session, painting in the coronal view makes its axis the working
+/// axis; "Fill between slices" then fills coronal slices, the overview and review follow
+/// that axis, undo works, and the session file keeps the axis.
+#[test]
+fn painting_in_the_coronal_view_then_propagating_fills_coronal_slices() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(config(
+        dir.path(),
+        std::process::id(),
+        Duration::from_secs(3600),
+    ));
+    wait_for_sample(&mut h);
+    let coronal_axis = {
+        let doc = h.state().state.doc.as_ref().unwrap();
+        icseg::display::view::axes_in_display_order(doc.volume.geometry())[1]
+    };
+    assert_ne!(coronal_axis, Axis::K);
+    press(&mut h, egui::Key::Num2, Modifiers::NONE);
+    let view = view_rect(&h, "Coronal view");
+    let c = view.center();
+    let j0 = h.state().state.doc.as_ref().unwrap().cursor[coronal_axis.index()];
+    drag(
+        &mut h,
+        &[c - egui::vec2(30.0, 0.0), c, c + egui::vec2(30.0, 0.0)],
+        Modifiers::NONE,
+    );
+    {
+        let doc = h.state().state.doc.as_ref().unwrap();
+        assert_eq!(
+            doc.session.axis(),
+            coronal_axis,
+            "the coronal axis is the working axis"
+        );
+        let st = doc.session.structure(doc.active.unwrap()).unwrap();
+        assert_eq!(st.state(j0), SliceState::Manual);
+    }
+    assert!(
+        labels_on(h.state(), j0) > 50,
+        "painted {}",
+        labels_on(h.state(), j0)
+    );
+    // Four coronal slices on (the keys scroll the view under the pointer), a second stroke.
+    for _ in 0..4 {
+        press(&mut h, egui::Key::PageUp, Modifiers::NONE);
+    }
+    let j1 = h.state().state.doc.as_ref().unwrap().cursor[coronal_axis.index()];
+    assert_eq!(j1, j0 + 4);
+    drag(
+        &mut h,
+        &[c - egui::vec2(20.0, 5.0), c, c + egui::vec2(20.0, 5.0)],
+        Modifiers::NONE,
+    );
+    // Propagate along the coronal axis with the classical fill (no network here).
+    press(&mut h, egui::Key::I, Modifiers::NONE);
+    {
+        let doc = h.state().state.doc.as_ref().unwrap();
+        let st = doc.session.structure(doc.active.unwrap()).unwrap();
+        assert_eq!(st.states().len(), doc.volume.dims()[coronal_axis.index()]);
+        for j in j0 + 1..j1 {
+            assert_eq!(st.state(j), SliceState::Predicted, "coronal slice {j}");
+            assert!(labels_on(h.state(), j) > 20, "coronal slice {j} is filled");
+        }
+        // The overview measures coronal slices.
+        let o = doc.overview().unwrap();
+        assert_eq!(o.axis, coronal_axis);
+        assert_eq!(o.stats.slice_range, Some((j0, j1)));
+        // The session file keeps the axis.
+        let restored = icseg::session::Session::from_file(doc.session_file(), &doc.volume).unwrap();
+        assert_eq!(restored.axis(), coronal_axis);
+        assert_eq!(
+            restored
+                .structure(doc.active.unwrap())
+                .unwrap()
+                .state(j0 + 1),
+            SliceState::Predicted
+        );
+    }
+    // Next to review goes to a coronal slice; undo removes the fill.
+    press(&mut h, egui::Key::N, Modifiers::NONE);
+    let j = h.state().state.doc.as_ref().unwrap().cursor[coronal_axis.index()];
+    assert!((j0 + 1..j1).contains(&j), "reviewing coronal slice {j}");
+    press(&mut h, egui::Key::Z, Modifiers::COMMAND);
+    assert_eq!(labels_on(h.state(), j0 + 2), 0);
+    // The network propagates along the coronal axis too (random weights: where it
+    // writes is not checked, only that it predicts coronal slices around the support).
+    step_until(
+        &mut h,
+        "the network to start",
+        Duration::from_secs(120),
+        |a| a.state.propagation.info().is_some(),
+    );
+    press(&mut h, egui::Key::P, Modifiers::NONE);
+    assert!(h.state().state.propagation.run().is_some(), "a run started");
+    step_until(&mut h, "propagation", Duration::from_secs(600), |a| {
+        a.state.propagation.run().is_none()
+    });
+    {
+        let doc = h.state().state.doc.as_ref().unwrap();
+        let st = doc.session.structure(doc.active.unwrap()).unwrap();
+        let last = h.state().state.propagation.last().unwrap();
+        assert!(last.slices > 0);
+        assert!(
+            (0..st.states().len())
+                .filter(|&j| st.state(j) == SliceState::Predicted)
+                .all(|j| j + 10 >= j0 && j <= j1 + 10),
+            "predictions stay within 10 coronal slices of the support"
+        );
+        assert_eq!(st.state(j0), SliceState::Manual);
+        assert_eq!(st.state(j1), SliceState::Manual);
+    }
+    // Once annotated, the axial view no longer takes strokes (states are per axis).
+    press(&mut h, egui::Key::Num1, Modifiers::NONE);
+    let axial = view_rect(&h, "Axial view");
+    let before = h.state().state.doc.as_ref().unwrap().session.revision();
+    drag(
+        &mut h,
+        &[
+            axial.center(),
+            axial.center() + egui::vec2(20.0, 0.0),
+            axial.center() + egui::vec2(40.0, 0.0),
+        ],
+        Modifiers::NONE,
+    );
+    let doc = h.state().state.doc.as_ref().unwrap();
+    assert_eq!(doc.session.axis(), coronal_axis);
+    assert_eq!(doc.session.revision(), before);
 }

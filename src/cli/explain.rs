@@ -289,7 +289,7 @@ fn write_pngs(
             let mut rgb = RgbImage::grey(&image, look.window);
             rgb.overlay_heat(&heat);
             rgb.overlay_structure(&slice.mask, look.structure);
-            draw_ring(&mut rgb, look.click);
+            rgb.draw_ring(look.click);
             let name = format!(
                 "stride{:02}_support{:02}_slice{:04}.png",
                 stage.stride, n, slice.index
@@ -311,19 +311,6 @@ fn write_pngs(
         });
     }
     Ok(reports)
-}
-
-/// The app's marker of the clicked location on a support slice: a ring of radius 4.
-fn draw_ring(rgb: &mut RgbImage, [px, py]: [usize; 2]) {
-    const COLOUR: [u8; 3] = [0, 255, 160];
-    for y in py.saturating_sub(5)..(py + 6).min(rgb.height) {
-        for x in px.saturating_sub(5)..(px + 6).min(rgb.width) {
-            let d = ((x as f32 - px as f32).powi(2) + (y as f32 - py as f32).powi(2)).sqrt();
-            if (d - 4.0).abs() <= 0.75 {
-                rgb.set(x, y, COLOUR);
-            }
-        }
-    }
 }
 
 fn draw_region(rgb: &mut RgbImage, region: &Region) {
@@ -365,7 +352,7 @@ mod tests {
     #[test]
     fn the_click_is_ringed_and_the_region_framed() {
         let mut rgb = RgbImage::grey(&Image2D::filled(12, 12, 0.0), WindowLevel::new(0.5, 1.0));
-        draw_ring(&mut rgb, [6, 6]);
+        rgb.draw_ring([6, 6]);
         assert_eq!(rgb.get(10, 6), [0, 255, 160]);
         assert_eq!(rgb.get(6, 2), [0, 255, 160]);
         assert_eq!(rgb.get(6, 6), [0, 0, 0]);

@@ -51,6 +51,24 @@ pub struct TrainArgs {
     /// Synthetic volumes to generate.
     #[arg(long, default_value_t = 48)]
     pub synthetic_volumes: usize,
+    /// A folder of brain label maps to synthesise MR-like images of random contrast
+    /// from (SynthSeg-style), e.g. `../shared/data/volumes/synthseg-labelmaps`.
+    #[arg(long, value_name = "DIR")]
+    pub synthseg: Option<PathBuf>,
+    /// Use at most this many label maps of `--synthseg`.
+    #[arg(long, default_value_t = 20)]
+    pub synthseg_maps: usize,
+    /// Images of different contrast synthesised from each label map.
+    #[arg(long, default_value_t = 2)]
+    pub synthseg_contrasts: usize,
+    /// Share of episodes drawn as chained propagation uses the network (the nearest
+    /// annotated slices as supports; queries between them and past the ends).
+    #[arg(long, default_value_t = 0.5)]
+    pub p_chain: f64,
+    /// Draw the small rotation/scale, contrast, blur and noise per image instead of once
+    /// per volume of an episode (how runs before chaining were trained).
+    #[arg(long)]
+    pub independent_augment: bool,
     /// Random seed (runs are repeatable for a seed).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -92,7 +110,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     cfg.seed = args.seed;
     cfg.validate_every = args.validate_every.max(1);
     cfg.validation_episodes = args.validation_episodes;
+    cfg.episodes.p_chain = args.p_chain.clamp(0.0, 1.0);
+    cfg.episodes.shared_in_task = !args.independent_augment;
     cfg.data = args.data.iter().map(|p| p.display().to_string()).collect();
+    if let Some(dir) = &args.synthseg {
+        cfg.data.push(dir.display().to_string());
+    }
     cfg.validation_data = args.val_data.as_ref().map(|p| p.display().to_string());
     cfg.init_weights = args.init_weights.as_ref().map(|p| p.display().to_string());
 
@@ -107,6 +130,17 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         })?;
         eprintln!();
         real.append(&mut loaded);
+    }
+    if let Some(dir) = &args.synthseg {
+        let mut synthesised = train::synthseg::load(
+            dir,
+            args.synthseg_maps,
+            args.synthseg_contrasts,
+            cfg.seed,
+            &mut |n, total| eprint!("\rsynthesising from {} [{}/{total}]", dir.display(), n + 1),
+        )?;
+        eprintln!();
+        real.append(&mut synthesised);
     }
     let structures: usize = real.iter().map(|v| v.structures.len()).sum();
     eprintln!(

@@ -206,6 +206,36 @@ impl RgbImage {
         out
     }
 
+    /// The part `[u0, v0, u1, v1)` (pixels, clamped to the picture) of the picture.
+    pub fn crop(&self, [u0, v0, u1, v1]: [usize; 4]) -> Self {
+        let (u1, v1) = (u1.min(self.width), v1.min(self.height));
+        let (u0, v0) = (u0.min(u1), v0.min(v1));
+        let mut out = Self {
+            width: u1 - u0,
+            height: v1 - v0,
+            data: Vec::with_capacity(3 * (u1 - u0) * (v1 - v0)),
+        };
+        for v in v0..v1 {
+            out.data.extend_from_slice(
+                &self.data[3 * (u0 + self.width * v)..3 * (u1 + self.width * v)],
+            );
+        }
+        out
+    }
+
+    /// The app's marker of a clicked location: a ring of radius 4 pixels about `(x, y)`.
+    pub fn draw_ring(&mut self, [px, py]: [usize; 2]) {
+        const COLOUR: [u8; 3] = [0, 255, 160];
+        for y in py.saturating_sub(5)..(py + 6).min(self.height) {
+            for x in px.saturating_sub(5)..(px + 6).min(self.width) {
+                let d = ((x as f32 - px as f32).powi(2) + (y as f32 - py as f32).powi(2)).sqrt();
+                if (d - 4.0).abs() <= 0.75 {
+                    self.set(x, y, COLOUR);
+                }
+            }
+        }
+    }
+
     /// The picture as PNG bytes.
     pub fn to_png(&self) -> Result<Vec<u8>, PngError> {
         let mut bytes = Vec::new();

@@ -246,6 +246,49 @@ pub fn display_to_screen(d: [f32; 2], image_rect: [f32; 4], mapping: &ViewMappin
     ]
 }
 
+/// The display box `[u0, v0, u1, v1]` (display pixel edges, clamped to the image) of a
+/// box of slice pixels `[x0, y0, x1, y1]` given by its edges (`x`, `y` along the slice's
+/// in-plane axes, pixel centres at integers: the whole slice is `[-0.5, -0.5, w - 0.5,
+/// h - 0.5]`, as a [`crate::volume::Region`]).
+pub fn display_box(mapping: &ViewMapping, slice_box: [f32; 4]) -> [f32; 4] {
+    let (a, b) = mapping.axis.in_plane();
+    let corner = |x: f32, y: f32| {
+        let mut ijk = [0.0f32; 3];
+        ijk[a] = x;
+        ijk[b] = y;
+        mapping.display_of(ijk)
+    };
+    let p = corner(slice_box[0], slice_box[1]);
+    let q = corner(slice_box[2], slice_box[3]);
+    let (nu, nv) = (mapping.n_u as f32, mapping.n_v as f32);
+    [
+        p[0].min(q[0]).clamp(0.0, nu),
+        p[1].min(q[1]).clamp(0.0, nv),
+        p[0].max(q[0]).clamp(0.0, nu),
+        p[1].max(q[1]).clamp(0.0, nv),
+    ]
+}
+
+/// Height over width (in mm) of display box `d`: the aspect a picture of it keeps.
+pub fn box_aspect(d: [f32; 4], mapping: &ViewMapping) -> f32 {
+    let w = (d[2] - d[0]).max(1e-6) * mapping.spacing_mm[0];
+    let h = (d[3] - d[1]).max(1e-6) * mapping.spacing_mm[1];
+    h / w
+}
+
+/// Where to draw the whole image so that display box `d` exactly fills the screen
+/// rectangle `rect` (`[x0, y0, x1, y1]`): the image rectangle of a crop.
+pub fn image_rect_showing(d: [f32; 4], rect: [f32; 4], mapping: &ViewMapping) -> [f32; 4] {
+    let sx = (rect[2] - rect[0]) / (d[2] - d[0]).max(1e-6);
+    let sy = (rect[3] - rect[1]) / (d[3] - d[1]).max(1e-6);
+    [
+        rect[0] - d[0] * sx,
+        rect[1] - d[1] * sy,
+        rect[0] + (mapping.n_u as f32 - d[0]) * sx,
+        rect[1] + (mapping.n_v as f32 - d[1]) * sy,
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,5 +388,34 @@ mod tests {
         let after = screen_to_display(anchor, r2, &m);
         assert!((before[0] - after[0]).abs() < 1e-4 && (before[1] - after[1]).abs() < 1e-4);
         assert_eq!(display_to_screen(after, r2, &m), anchor);
+    }
+
+    #[test]
+    fn a_crop_box_fills_the_rectangle_it_is_drawn_in() {
+        // A transposed, flipped sagittal-like mapping and a plain axial one.
+        let g = Geometry::axis_aligned([40, 30, 20], [0.5, 1.0, 2.0]);
+        for axis in [Axis::K, Axis::I, Axis::J] {
+            let (w, h) = g.slice_dims(axis);
+            let m = ViewMapping::new(&g, axis, 3);
+            let whole = display_box(&m, [-0.5, -0.5, w as f32 - 0.5, h as f32 - 0.5]);
+            assert_eq!(whole, [0.0, 0.0, m.n_u as f32, m.n_v as f32], "{axis:?}");
+            let d = display_box(&m, [3.5, 4.5, 9.5, 14.5]);
+            assert!(((d[2] - d[0]) * (d[3] - d[1]) - 60.0).abs() < 1e-3, "{d:?}");
+            let rect = [100.0, 50.0, 300.0, 50.0 + 200.0 * box_aspect(d, &m)];
+            let img = image_rect_showing(d, rect, &m);
+            let tl = display_to_screen([d[0], d[1]], img, &m);
+            let br = display_to_screen([d[2], d[3]], img, &m);
+            for (got, want) in tl
+                .iter()
+                .chain(&br)
+                .zip([rect[0], rect[1], rect[2], rect[3]])
+            {
+                assert!((got - want).abs() < 1e-3, "{axis:?}: {got} vs {want}");
+            }
+            // The mm aspect is kept: screen points per mm equal along both sides.
+            let per_mm_u = (img[2] - img[0]) / m.size_mm()[0];
+            let per_mm_v = (img[3] - img[1]) / m.size_mm()[1];
+            assert!((per_mm_u - per_mm_v).abs() < 1e-3 * per_mm_u);
+        }
     }
 }

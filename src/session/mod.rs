@@ -26,6 +26,7 @@
 
 mod file;
 mod history;
+pub mod overview;
 pub mod paint;
 mod recovery;
 pub mod review;
@@ -34,6 +35,7 @@ use crate::volume::{Axis, Geometry, Image2D, LabelMap, LabelValue, Volume};
 
 pub use file::{SessionFile, SessionFileError, StructureRecord, volume_fingerprint};
 pub use history::{DEFAULT_UNDO_BYTES, DEFAULT_UNDO_STEPS, EditKind};
+pub use overview::{Jump, Overview, OverviewCache, StructureStats};
 pub use paint::{IntensityRange, PaintMode, PaintOp, Shape};
 pub use recovery::{AutosaveTimer, RecoveryFile, RecoveryStore};
 
@@ -365,6 +367,16 @@ impl Session {
             .map(|s| &mut s.style)
     }
 
+    /// Whether [`Self::set_axis`] may change the working axis now: no structure has a
+    /// slice state yet and no stroke is open.
+    pub fn axis_free(&self) -> bool {
+        self.stroke.is_none()
+            && self
+                .structures
+                .iter()
+                .all(|s| s.states.iter().all(|&st| st == SliceState::Unlabelled))
+    }
+
     /// Changes the working axis. Allowed only while every slice state is `Unlabelled`
     /// (states along one axis mean nothing along another).
     pub fn set_axis(&mut self, axis: Axis) -> Result<(), EditError> {
@@ -570,6 +582,30 @@ impl Session {
                 .enumerate()
                 .filter(|(_, s)| **s == SliceState::Predicted)
                 .map(|(n, _)| (n, st.uncertainty[n].unwrap_or(0.0))),
+            current,
+        )
+    }
+
+    /// As [`Self::next_to_review`], but the predicted slices in `flagged` (e.g. the
+    /// area and shape jumps of [`overview::flag_jumps`]) come before all the others;
+    /// uncertainty ranks within each group.
+    pub fn next_to_review_flagged(
+        &self,
+        label: LabelValue,
+        current: usize,
+        flagged: &[usize],
+    ) -> Option<usize> {
+        let st = self.structure(label)?;
+        review::most_uncertain(
+            st.states
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| **s == SliceState::Predicted)
+                .map(|(n, _)| {
+                    // Uncertainty lies in [0, 1]: a flag outranks any of it.
+                    let bonus = if flagged.contains(&n) { 2.0 } else { 0.0 };
+                    (n, st.uncertainty[n].unwrap_or(0.0) + bonus)
+                }),
             current,
         )
     }

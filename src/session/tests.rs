@@ -386,6 +386,39 @@ fn one_propagation_run_is_one_undo_step() {
 }
 
 #[test]
+fn the_axis_is_free_until_a_slice_has_a_state() {
+    let (mut s, liver) = session();
+    assert!(s.axis_free());
+    s.set_axis(Axis::J).unwrap();
+    assert_eq!(s.slice_count(), H);
+    s.begin_stroke(liver, 3, EditKind::Paint).unwrap();
+    assert!(!s.axis_free(), "not during a stroke");
+    s.stroke(&dab_op(5.0, 5.0, 1.0, PAINT), None);
+    s.end_stroke();
+    assert!(!s.axis_free());
+    assert_eq!(s.set_axis(Axis::K), Err(EditError::AxisLocked));
+    // Undoing the only stroke frees it again.
+    s.undo();
+    assert!(s.axis_free());
+}
+
+#[test]
+fn flagged_slices_come_first_in_the_review_order() {
+    let (mut s, liver) = session();
+    s.apply_prediction(liver, 1, &disk_probabilities(5.0, 5.0, 2.0, 0.99), 1)
+        .unwrap();
+    s.apply_prediction(liver, 7, &disk_probabilities(5.0, 5.0, 2.0, 0.55), 1)
+        .unwrap();
+    // Slice 1 is certain but flagged: it goes first, then the most uncertain.
+    assert_eq!(s.next_to_review_flagged(liver, 0, &[1]), Some(1));
+    s.accept(liver, 1).unwrap();
+    assert_eq!(s.next_to_review_flagged(liver, 0, &[1]), Some(7));
+    // A flagged slice that is not predicted is not reviewed.
+    s.accept(liver, 7).unwrap();
+    assert_eq!(s.next_to_review_flagged(liver, 0, &[1, 7]), None);
+}
+
+#[test]
 fn next_to_review_picks_the_most_uncertain_predicted_slice() {
     let (mut s, liver) = session();
     s.apply_prediction(liver, 1, &disk_probabilities(5.0, 5.0, 2.0, 0.99), 1)

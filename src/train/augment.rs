@@ -4,9 +4,13 @@
 //! Two levels, as in UniverSeg: *task* augmentations change the task itself and are
 //! applied identically to every image of an episode (support and query), so the episode
 //! stays consistent — flips, 90° rotations, intensity flip, edge target; *in-task*
-//! augmentations perturb each image independently — small rotation/scale, contrast
-//! (gamma), blur and noise — so the network learns to follow the support set across
-//! appearance changes.
+//! augmentations perturb the images — small rotation/scale, contrast (gamma), blur and
+//! noise — so the network learns to follow the support set across appearance changes.
+//! UniverSeg draws them per image; we draw them once per volume of an episode
+//! ([`InTaskAugment`]): the support slices and the queries of one scan share them (a
+//! scan's slices are aligned and share its contrast), and only queries from another
+//! patient get their own. Independent per-image draws taught the network to distrust
+//! the alignment of neighbouring slices that propagation relies on.
 //!
 //! Images are normalised model inputs (roughly zero mean, unit variance); masks are 0/1.
 
@@ -105,40 +109,81 @@ impl TaskAugment {
     }
 }
 
-/// Applies the per-image augmentations to one (image, mask) pair.
+/// The per-image ("in-task") augmentation drawn for one image, or shared by every slice
+/// of one volume in an episode: slices of one scan are aligned and share its contrast,
+/// blur and noise level in reality, so the support slices and the queries from the same
+/// volume get the same geometry and appearance change (only the noise itself is drawn
+/// per image). Queries from another patient draw their own.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct InTaskAugment {
+    /// Rotation (radians) and scale about the image centre.
+    pub affine: Option<(f32, f32)>,
+    /// Gamma of the contrast change.
+    pub gamma: Option<f32>,
+    /// Gaussian blur σ (pixels).
+    pub blur: Option<f32>,
+    /// Standard deviation of the additive noise.
+    pub noise: Option<f32>,
+}
+
+impl InTaskAugment {
+    /// Draws one: small rotation (±15°) and scale (±10 %), gamma 0.6–1.6, blur σ 0.5–1.5,
+    /// noise σ 0.02–0.2, each with its probability in `cfg`.
+    pub fn sample(cfg: &AugmentConfig, rng: &mut StdRng) -> Self {
+        Self {
+            affine: rng.random_bool(cfg.affine).then(|| {
+                (
+                    rng.random_range(-15.0f32..15.0).to_radians(),
+                    rng.random_range(0.9f32..1.1),
+                )
+            }),
+            gamma: rng
+                .random_bool(cfg.contrast)
+                .then(|| rng.random_range(0.6f32..1.6)),
+            blur: rng
+                .random_bool(cfg.blur)
+                .then(|| rng.random_range(0.5f32..1.5)),
+            noise: rng
+                .random_bool(cfg.noise)
+                .then(|| rng.random_range(0.02f32..0.2)),
+        }
+    }
+
+    /// Applies it to one (image, mask) pair; `rng` draws the noise.
+    pub fn apply(&self, image: &mut Image2D<f32>, mask: &mut Image2D<f32>, rng: &mut StdRng) {
+        if let Some((angle, scale)) = self.affine {
+            let fill = image.data.iter().copied().fold(f32::INFINITY, f32::min);
+            *image = affine(image, angle, scale, fill, true);
+            *mask = affine(mask, angle, scale, 0.0, false);
+        }
+        if let Some(gamma) = self.gamma {
+            let (lo, hi) = min_max(&image.data);
+            if hi > lo {
+                for v in &mut image.data {
+                    let t = ((*v - lo) / (hi - lo)).clamp(0.0, 1.0);
+                    *v = lo + (hi - lo) * t.powf(gamma);
+                }
+            }
+        }
+        if let Some(sigma) = self.blur {
+            *image = gaussian_blur(image, sigma);
+        }
+        if let Some(std) = self.noise {
+            for v in &mut image.data {
+                *v += std * gaussian(rng);
+            }
+        }
+    }
+}
+
+/// Applies independently drawn per-image augmentations to one (image, mask) pair.
 pub fn augment_in_task(
     cfg: &AugmentConfig,
     image: &mut Image2D<f32>,
     mask: &mut Image2D<f32>,
     rng: &mut StdRng,
 ) {
-    if rng.random_bool(cfg.affine) {
-        let angle = rng.random_range(-15.0f32..15.0).to_radians();
-        let scale = rng.random_range(0.9f32..1.1);
-        let fill = image.data.iter().copied().fold(f32::INFINITY, f32::min);
-        *image = affine(image, angle, scale, fill, true);
-        *mask = affine(mask, angle, scale, 0.0, false);
-    }
-    if rng.random_bool(cfg.contrast) {
-        let gamma = rng.random_range(0.6f32..1.6);
-        let (lo, hi) = min_max(&image.data);
-        if hi > lo {
-            for v in &mut image.data {
-                let t = ((*v - lo) / (hi - lo)).clamp(0.0, 1.0);
-                *v = lo + (hi - lo) * t.powf(gamma);
-            }
-        }
-    }
-    if rng.random_bool(cfg.blur) {
-        let sigma = rng.random_range(0.5f32..1.5);
-        *image = gaussian_blur(image, sigma);
-    }
-    if rng.random_bool(cfg.noise) {
-        let std = rng.random_range(0.02f32..0.2);
-        for v in &mut image.data {
-            *v += std * gaussian(rng);
-        }
-    }
+    InTaskAugment::sample(cfg, rng).apply(image, mask, rng);
 }
 
 fn min_max(data: &[f32]) -> (f32, f32) {

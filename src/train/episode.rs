@@ -10,12 +10,21 @@
 //! - *outside*: a slice of the same volume away from the structure (empty target);
 //! - *cross-patient*: a slice of another volume of the same dataset holding the same
 //!   structure (the paper's setting), cropped around that volume's own structure.
+//!
+//! A share of episodes (`p_chain`) is drawn instead as the chained propagation of
+//! [`crate::engine::chain`] uses the network: an annotator's `k` slices (spread over
+//! the structure, or its first and last slice plus evenly spaced ones), the region of
+//! interest around all of them, and queries that share their `nearest` annotated slices
+//! as the support set — between two annotations, or beyond the outermost one up to a few
+//! slices past the structure's end, where propagation must learn to stop. Those end
+//! zones are drawn more often than their share of slices.
 
 use rand::RngExt;
 use rand::rngs::StdRng;
 
-use super::augment::{AugmentConfig, TaskAugment, augment_in_task};
+use super::augment::{AugmentConfig, InTaskAugment, TaskAugment};
 use super::data::{LabelledStructure, TrainVolume};
+use crate::engine::chain::nearest_positions;
 use crate::engine::preprocess::{RoiMode, mask_input, model_input, support_region};
 use crate::volume::{Axis, Image2D, Region};
 
@@ -36,6 +45,21 @@ pub struct EpisodeConfig {
     pub p_full_slice: f64,
     /// Augmentations.
     pub augment: AugmentConfig,
+    /// Share of episodes drawn as chained propagation uses the network (0 in runs
+    /// from before chaining).
+    #[serde(default)]
+    pub p_chain: f64,
+    /// Annotated slices per chained query (`ChainOptions::nearest`).
+    #[serde(default = "default_chain_nearest")]
+    pub chain_nearest: usize,
+    /// Draw the in-task augmentation once per volume of an episode instead of per
+    /// image (false in runs from before).
+    #[serde(default)]
+    pub shared_in_task: bool,
+}
+
+fn default_chain_nearest() -> usize {
+    2
 }
 
 impl Default for EpisodeConfig {
@@ -48,12 +72,15 @@ impl Default for EpisodeConfig {
             p_outside: 0.1,
             p_full_slice: 0.1,
             augment: AugmentConfig::default(),
+            p_chain: 0.5,
+            chain_nearest: 2,
+            shared_in_task: true,
         }
     }
 }
 
 /// Model-ready inputs of one episode (all `size × size`).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Episode {
     /// Normalised support images.
     pub support_images: Vec<Image2D<f32>>,
@@ -63,6 +90,8 @@ pub struct Episode {
     pub query_images: Vec<Image2D<f32>>,
     /// Query targets (0/1).
     pub query_masks: Vec<Image2D<f32>>,
+    /// Whether each query comes from another volume than the supports.
+    pub query_other_volume: Vec<bool>,
 }
 
 /// `count` slices out of `slices` (ascending, non-empty) spread like an annotator's:
@@ -123,24 +152,22 @@ pub fn sample_episode(
     let tv = &volumes[v];
     let structure = &tv.structures[rng.random_range(0..tv.structures.len())];
     let view = View { tv, structure };
-    let s = rng.random_range(cfg.support_range.0..=cfg.support_range.1);
-    let support = spread_slices(&structure.slices, s, rng);
     let mode = if rng.random_bool(cfg.p_full_slice) {
         RoiMode::FullSlice
     } else {
         RoiMode::default()
     };
+    if rng.random_bool(cfg.p_chain) {
+        return sample_chain_episode(&view, mode, cfg, rng);
+    }
+    let s = rng.random_range(cfg.support_range.0..=cfg.support_range.1);
+    let support = spread_slices(&structure.slices, s, rng);
     let region = view.region(&support, mode);
     let n = tv.volume.geometry().slice_count(Axis::K);
     let (lo, hi) = (structure.slices[0], *structure.slices.last().unwrap_or(&0));
     let margin = ((hi - lo + 1) / 4).max(2);
 
-    let mut ep = Episode {
-        support_images: Vec::new(),
-        support_masks: Vec::new(),
-        query_images: Vec::new(),
-        query_masks: Vec::new(),
-    };
+    let mut ep = Episode::default();
     for &z in &support {
         let (i, m) = view.pair(z, &region, cfg.size);
         ep.support_images.push(i);
@@ -148,7 +175,8 @@ pub fn sample_episode(
     }
     for _ in 0..cfg.queries {
         let r: f64 = rng.random();
-        let (image, mask) = if r < cfg.p_cross_patient {
+        let other_volume = r < cfg.p_cross_patient;
+        let (image, mask) = if other_volume {
             let others: Vec<&(usize, usize)> = by_key
                 .get(&structure.key)
                 .map(|o| o.iter().filter(|(ov, _)| *ov != v).collect())
@@ -189,26 +217,154 @@ pub fn sample_episode(
         };
         ep.query_images.push(image);
         ep.query_masks.push(mask);
+        ep.query_other_volume.push(other_volume);
     }
     if ep.query_images.is_empty() {
         return None;
     }
-    augment_episode(&mut ep, &cfg.augment, rng);
+    augment_episode(&mut ep, &cfg.augment, cfg.shared_in_task, rng);
     Some(ep)
 }
 
-/// Applies one task augmentation to the whole episode and in-task augmentations to each
-/// image.
-pub fn augment_episode(ep: &mut Episode, cfg: &AugmentConfig, rng: &mut StdRng) {
+/// Draws the annotator's slices of a chained episode: `k` (1–5) spread over the
+/// structure, or (a third of the time, `k` ≥ 2) its first and last slice with the rest
+/// spread between, as the evaluation's `ends` protocol annotates.
+fn chain_annotations(slices: &[usize], rng: &mut StdRng) -> Vec<usize> {
+    let k = rng.random_range(1..=5usize).min(slices.len());
+    let mut annotated = spread_slices(slices, k, rng);
+    if k >= 2 && rng.random_bool(1.0 / 3.0) {
+        annotated[0] = slices[0];
+        *annotated.last_mut().expect("k >= 2") = *slices.last().expect("non-empty");
+        annotated.dedup();
+    }
+    annotated
+}
+
+/// Slices beyond the outermost annotations drawn as chained queries reach past the
+/// structure's ends by this many slices (where propagation must learn to stop).
+const CHAIN_END_MARGIN: usize = 3;
+
+/// Share of chained episodes whose queries lie near an end of the structure beyond the
+/// outermost annotation (more than their share of slices: that is where chaining fails).
+const P_CHAIN_END: f64 = 0.35;
+
+/// The slices of one chained episode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainDraw {
+    /// The annotator's slices (ascending).
+    pub annotated: Vec<usize>,
+    /// The supports: the `nearest` annotated slices of every query (ascending).
+    pub support: Vec<usize>,
+    /// The query slices (the first one drawn, then others answered with the same
+    /// supports).
+    pub queries: Vec<usize>,
+}
+
+/// Draws a chained episode's slices for a structure on `slices` (ascending, non-empty)
+/// of a volume of `n` slices: annotations, then a query slice (near an end beyond the
+/// outermost annotation with probability [`P_CHAIN_END`] when there is one), its
+/// `nearest` annotated slices as supports, and up to `queries - 1` more slices with the
+/// same nearest annotated slices.
+pub fn chain_draw(
+    slices: &[usize],
+    n: usize,
+    nearest: usize,
+    queries: usize,
+    rng: &mut StdRng,
+) -> Option<ChainDraw> {
+    let annotated = chain_annotations(slices, rng);
+    let (lo, hi) = (*slices.first()?, *slices.last()?);
+    let (first, last) = (*annotated.first()?, *annotated.last()?);
+    let span = lo.saturating_sub(CHAIN_END_MARGIN)..=(hi + CHAIN_END_MARGIN).min(n.checked_sub(1)?);
+    let candidates: Vec<usize> = span.filter(|z| !annotated.contains(z)).collect();
+    let near_end: Vec<usize> = candidates
+        .iter()
+        .copied()
+        .filter(|&z| {
+            (z < first || z > last) && z.abs_diff(lo).min(z.abs_diff(hi)) <= CHAIN_END_MARGIN
+        })
+        .collect();
+    let pool = if !near_end.is_empty() && rng.random_bool(P_CHAIN_END) {
+        &near_end
+    } else {
+        &candidates
+    };
+    let anchor = *pool.get(rng.random_range(0..pool.len().max(1)))?;
+    let nearest = nearest.max(1);
+    let positions = nearest_positions(&annotated, anchor, nearest);
+    let mut others: Vec<usize> = candidates
+        .iter()
+        .copied()
+        .filter(|&z| z != anchor && nearest_positions(&annotated, z, nearest) == positions)
+        .collect();
+    let mut picked = vec![anchor];
+    while picked.len() < queries && !others.is_empty() {
+        picked.push(others.swap_remove(rng.random_range(0..others.len())));
+    }
+    Some(ChainDraw {
+        support: positions.iter().map(|&p| annotated[p]).collect(),
+        annotated,
+        queries: picked,
+    })
+}
+
+/// A chained episode (see the module documentation): the region of interest around
+/// all annotations, as the engine crops.
+fn sample_chain_episode(
+    view: &View<'_>,
+    mode: RoiMode,
+    cfg: &EpisodeConfig,
+    rng: &mut StdRng,
+) -> Option<Episode> {
+    let n = view.tv.volume.geometry().slice_count(Axis::K);
+    let draw = chain_draw(
+        &view.structure.slices,
+        n,
+        cfg.chain_nearest,
+        cfg.queries,
+        rng,
+    )?;
+    let region = view.region(&draw.annotated, mode);
+    let mut ep = Episode::default();
+    for &z in &draw.support {
+        let (i, m) = view.pair(z, &region, cfg.size);
+        ep.support_images.push(i);
+        ep.support_masks.push(m);
+    }
+    for &z in &draw.queries {
+        let (i, m) = view.pair(z, &region, cfg.size);
+        ep.query_images.push(i);
+        ep.query_masks.push(m);
+        ep.query_other_volume.push(false);
+    }
+    augment_episode(&mut ep, &cfg.augment, cfg.shared_in_task, rng);
+    Some(ep)
+}
+
+/// Applies one task augmentation to the whole episode, and in-task augmentations: with
+/// `shared`, one draw for the supports and every query of the same volume and one per
+/// query from another volume; otherwise one per image.
+pub fn augment_episode(ep: &mut Episode, cfg: &AugmentConfig, shared: bool, rng: &mut StdRng) {
     let task = TaskAugment::sample(cfg, rng);
-    let pairs = ep
+    let same_volume = InTaskAugment::sample(cfg, rng);
+    let supports = ep
         .support_images
         .iter_mut()
         .zip(ep.support_masks.iter_mut())
-        .chain(ep.query_images.iter_mut().zip(ep.query_masks.iter_mut()));
-    for (image, mask) in pairs {
+        .map(|pair| (pair, false));
+    let queries = ep
+        .query_images
+        .iter_mut()
+        .zip(ep.query_masks.iter_mut())
+        .zip(ep.query_other_volume.iter().copied());
+    for ((image, mask), other_volume) in supports.chain(queries) {
         task.apply(image, mask);
-        augment_in_task(cfg, image, mask, rng);
+        let in_task = if shared && !other_volume {
+            same_volume
+        } else {
+            InTaskAugment::sample(cfg, rng)
+        };
+        in_task.apply(image, mask, rng);
     }
 }
 
@@ -277,5 +433,78 @@ mod tests {
                 .count();
         }
         assert!(supports > 10, "support masks show the structure");
+    }
+
+    #[test]
+    fn chained_queries_share_their_nearest_annotations_and_reach_past_the_ends() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let slices: Vec<usize> = (20..60).collect();
+        let (mut beyond, mut between) = (0, 0);
+        for _ in 0..300 {
+            let d = chain_draw(&slices, 100, 2, 6, &mut rng).expect("draw");
+            assert!((1..=5).contains(&d.annotated.len()));
+            assert!(d.annotated.iter().all(|z| slices.contains(z)));
+            assert!(!d.queries.is_empty() && d.queries.len() <= 6);
+            for &q in &d.queries {
+                assert!((17..=62).contains(&q), "query {q} beyond the margin");
+                assert!(!d.annotated.contains(&q));
+                let nearest: Vec<usize> = nearest_positions(&d.annotated, q, 2)
+                    .into_iter()
+                    .map(|p| d.annotated[p])
+                    .collect();
+                assert_eq!(nearest, d.support, "query {q} of {:?}", d.annotated);
+                if !(20..60).contains(&q) {
+                    beyond += 1;
+                } else if q > d.annotated[0] && q < *d.annotated.last().unwrap() {
+                    between += 1;
+                }
+            }
+        }
+        // Slices past the structure's ends (empty targets) are drawn often, not rarely.
+        assert!(beyond > 150, "{beyond} queries past the ends");
+        assert!(between > 300, "{between} queries between annotations");
+    }
+
+    #[test]
+    fn shared_in_task_augmentation_transforms_a_volumes_slices_alike() {
+        let mut image = Image2D::filled(24, 24, 0.0f32);
+        let mut mask = Image2D::filled(24, 24, 0.0f32);
+        for y in 6..14 {
+            for x in 8..18 {
+                image.data[y * 24 + x] = 1.0 + x as f32 * 0.1;
+                mask.data[y * 24 + x] = 1.0;
+            }
+        }
+        let ep = Episode {
+            support_images: vec![image.clone()],
+            support_masks: vec![mask.clone()],
+            query_images: vec![image.clone(), image],
+            query_masks: vec![mask.clone(), mask],
+            query_other_volume: vec![false, true],
+        };
+        let cfg = AugmentConfig {
+            flip: 0.5,
+            rot90: 0.5,
+            intensity_flip: 0.0,
+            edge_target: 0.0,
+            affine: 1.0,
+            contrast: 1.0,
+            blur: 1.0,
+            noise: 0.0,
+        };
+        let mut differs = 0;
+        for seed in 0..10 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut shared = ep.clone();
+            augment_episode(&mut shared, &cfg, true, &mut rng);
+            assert_eq!(shared.support_images[0], shared.query_images[0]);
+            assert_eq!(shared.support_masks[0], shared.query_masks[0]);
+            differs += usize::from(shared.support_masks[0] != shared.query_masks[1]);
+            let mut independent = ep.clone();
+            augment_episode(&mut independent, &cfg, false, &mut rng);
+            assert_ne!(independent.support_images[0], independent.query_images[0]);
+        }
+        // The query from another patient gets its own rotation and scale.
+        assert!(differs >= 9, "{differs}");
     }
 }

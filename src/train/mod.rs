@@ -15,6 +15,7 @@ pub mod augment;
 pub mod data;
 pub mod episode;
 pub mod synthetic;
+pub mod synthseg;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -566,6 +567,19 @@ pub fn train(
         episodes_done: 0,
     };
     let first_episode = (state.step * cfg.episodes_per_step) as u64;
+    if state.step == 0 && !validation.is_empty() {
+        // The starting point is the first candidate: a fine-tune that never beats the
+        // weights it started from keeps them as best.bpk, and its log says so.
+        let (v, best) = validate_and_keep_best(
+            &model,
+            validation,
+            &run.device,
+            &mut state,
+            &files,
+            &mut log,
+        )?;
+        (run.on_validation)(&v, best);
+    }
     let model = std::thread::scope(|scope| -> Result<Model, TrainError> {
         let mut prefetch = Prefetch::start(scope, data, &cfg, first_episode);
         while state.step < cfg.steps && !run.out_of_time(&clock) {
@@ -912,7 +926,9 @@ mod tests {
         assert_eq!(state.step, 12);
         let state = run(24, true, &mut losses);
         assert_eq!(state.step, 24);
-        assert_eq!(state.validations.len(), 2);
+        // Step 0 (the starting point), 12 and 24.
+        assert_eq!(state.validations.len(), 3);
+        assert_eq!(state.validations[0].step, 0);
         assert!(RunFiles::new(dir.path()).best.exists());
         let first: f64 = losses[..4].iter().sum::<f64>() / 4.0;
         let last: f64 = losses[losses.len() - 4..].iter().sum::<f64>() / 4.0;

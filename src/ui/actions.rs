@@ -119,6 +119,9 @@ pub enum Action {
     OpenSession(PathBuf),
     /// Load a label map file into the current session.
     ImportLabels(PathBuf),
+    /// Annotate and propagate along `axis` from now on (only before any slice of any
+    /// structure has a state: states along one axis mean nothing along another).
+    SetWorkAxis(Axis),
     /// Move the crosshair.
     SetCursor([usize; 3]),
     /// Scroll slices of the view perpendicular to `axis`.
@@ -211,8 +214,11 @@ pub enum Action {
     Accept,
     /// Reject the prediction on the current working-axis slice.
     Reject,
-    /// Jump to the predicted slice the network is least sure about.
+    /// Jump to the predicted slice to review next: the flagged area or shape jumps
+    /// first, then the one the network is least sure about.
     NextToReview,
+    /// Show or hide the diagnostics window (frame times, for developers).
+    SetDiagnostics(bool),
     /// Send the active structure's support slices to the network.
     Propagate,
     /// Stop the running propagation.
@@ -226,6 +232,8 @@ pub enum Action {
     },
     /// Close the explanation panel.
     CloseExplain,
+    /// Save the explanation shown as PNGs (as the panel draws it) into a folder.
+    ExportExplanation(PathBuf),
     /// Which attention stages the explanation panel shows.
     SetExplainStages(StageChoice),
     /// Save labels (and the session beside them) where Ctrl+S last saved, or ask.

@@ -34,7 +34,16 @@ pub struct IcsegApp {
     demo: Option<super::demo::Demo>,
     /// The scripted PACS round trip (`ICSEG_PACS_DEMO=<folder>`).
     pacs_demo: Option<super::pacs_demo::PacsDemo>,
+    /// Whether the window was asked for keyboard focus: on the first frame, and again
+    /// when the first document arrives (a new window under a plain X server may not get
+    /// it, and shortcuts would do nothing until a first click).
+    focus_asked: (bool, bool),
+    /// Time spent building the last frames (newest last), for the diagnostics window.
+    recent_frames: std::collections::VecDeque<Duration>,
 }
+
+/// Frames kept for [`IcsegApp::recent_frame_times`].
+const RECENT_FRAMES: usize = 240;
 
 impl IcsegApp {
     /// Creates the app inside eframe (or a test harness).
@@ -57,7 +66,53 @@ impl IcsegApp {
             demo: std::env::var_os("ICSEG_DEMO").map(|d| super::demo::Demo::new(d.into())),
             pacs_demo: std::env::var_os("ICSEG_PACS_DEMO")
                 .map(|d| super::pacs_demo::PacsDemo::new(d.into())),
+            focus_asked: (false, false),
+            recent_frames: std::collections::VecDeque::with_capacity(RECENT_FRAMES),
         }
+    }
+
+    /// Median, 95th percentile and longest time spent building the last frames (up to
+    /// 240), as in the diagnostics window.
+    pub fn recent_frame_times(&self) -> Option<super::propagation::FrameSummary> {
+        let times: Vec<Duration> = self.recent_frames.iter().copied().collect();
+        super::propagation::summarise_frames(&times)
+    }
+
+    /// Asks the OS for keyboard focus on the first frame and when the first document
+    /// is shown.
+    fn take_focus(&mut self, ctx: &egui::Context) {
+        let has_doc = self.state.doc.is_some();
+        if !self.focus_asked.0 || (has_doc && !self.focus_asked.1) {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Focus);
+            self.focus_asked = (true, has_doc);
+        }
+    }
+
+    /// The diagnostics window (View → Diagnostics): frame times, for developers.
+    fn diagnostics_window(&self, ctx: &egui::Context) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let mut open = self.state.show_diagnostics;
+        egui::Window::new("Diagnostics")
+            .open(&mut open)
+            .resizable(false)
+            .show(ctx, |ui| {
+                if let Some(f) = self.recent_frame_times() {
+                    ui.label(format!(
+                        "UI frame build time (last {} frames): median {:.1} ms, 95th percentile {:.1} ms, max {:.1} ms",
+                        f.frames, f.median_ms, f.p95_ms, f.max_ms
+                    ));
+                }
+                if let Some(last) = self.state.propagation.last() {
+                    ui.label("During the last propagation:");
+                    for line in super::propagation::frame_diagnostics(last.frames, last.intervals) {
+                        ui.label(line);
+                    }
+                }
+            });
+        if !open {
+            actions.push(Action::SetDiagnostics(false));
+        }
+        actions
     }
 
     /// Which renderer drew the last frame.
@@ -257,6 +312,15 @@ impl IcsegApp {
             Layout::ThreeUp => axes_in_display_order(doc.volume.geometry()).to_vec(),
         };
         let marker = self.state.propagation.explanation().map(|e| e.query);
+        let stroking = self.state.stroking();
+        // One support's attention laid over the working view (Explain panel, "on view").
+        let (w, h) = doc.volume.geometry().slice_dims(doc.session.axis());
+        let heat = self.state.propagation.explanation_mut().and_then(|e| {
+            let (stage, n) = e.overlay?;
+            let key = egui::Id::unique(("view-heat", e.id.0, stage, n)).value();
+            e.heatmap(stage, n, w, h)
+                .map(|heat| super::painter::HeatInput { heat, key })
+        });
         let rect = ui.available_rect_before_wrap();
         let n = axes.len() as f32;
         let gap = 4.0;
@@ -277,8 +341,9 @@ impl IcsegApp {
                 lasso: self.state.lasso.as_ref(),
                 explain_marker: marker,
                 show_labels: true,
-                stroking: self.state.stroking(),
+                stroking,
                 scrubber: true,
+                heat,
             };
             let mut child = ui.new_child(
                 egui::UiBuilder::new()
@@ -467,6 +532,7 @@ impl eframe::App for IcsegApp {
             self.state.notify(Level::Warning, text);
         }
 
+        self.take_focus(&ctx);
         let mut actions = self.shortcuts(&ctx);
 
         // Files dropped on the window.
@@ -513,7 +579,7 @@ impl eframe::App for IcsegApp {
             });
         if self.state.propagation.explanation().is_some() {
             egui::Panel::right("explain")
-                .default_size(340.0)
+                .default_size(460.0)
                 .show(ui, |ui| {
                     if let (Some(doc), Some(view)) =
                         (&self.state.doc, self.state.propagation.explanation_mut())
@@ -526,6 +592,9 @@ impl eframe::App for IcsegApp {
             actions.extend(self.views_ui(ui));
         });
         actions.extend(self.dialogs(&ctx));
+        if self.state.show_diagnostics {
+            actions.extend(self.diagnostics_window(&ctx));
+        }
         if let Some(demo) = &mut self.demo
             && !demo.finished()
         {
@@ -585,6 +654,10 @@ impl eframe::App for IcsegApp {
         let interval = self.last_frame.map(|t| started.duration_since(t));
         self.last_frame = Some(started);
         self.state.propagation.record_frame(spent, interval);
+        if self.recent_frames.len() == RECENT_FRAMES {
+            self.recent_frames.pop_front();
+        }
+        self.recent_frames.push_back(spent);
     }
 
     fn on_exit(&mut self) {

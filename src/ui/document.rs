@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::io::{LoadWarning, LoadedVolume, VolumeSource};
-use crate::session::{Session, SessionFile, volume_fingerprint};
+use crate::session::{Overview, OverviewCache, Session, SessionFile, volume_fingerprint};
 use crate::volume::{Axis, LabelValue, Volume};
 
 use crate::display::{WindowLevel, initial_window};
@@ -64,6 +64,8 @@ pub struct Document {
     pub save_target: Option<SaveTarget>,
     /// Loader warnings worth showing.
     pub warnings: Vec<LoadWarning>,
+    /// The active structure's per-slice areas, jumps and statistics.
+    overview: OverviewCache,
 }
 
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
@@ -108,7 +110,21 @@ impl Document {
             saved_revision,
             save_target: None,
             warnings,
+            overview: OverviewCache::default(),
         }
+    }
+
+    /// Brings the active structure's overview up to date (only changed slices are
+    /// measured again). Called once per frame and before choosing a slice to review.
+    pub fn refresh_overview(&mut self) {
+        if let Some(label) = self.active {
+            self.overview.update(&self.session, &self.volume, label);
+        }
+    }
+
+    /// The active structure's overview as of the last [`Self::refresh_overview`].
+    pub fn overview(&self) -> Option<&Overview> {
+        self.active.and_then(|l| self.overview.get(l))
     }
 
     /// The file or folder the volume was opened from.

@@ -38,6 +38,7 @@ pub struct ViewPainter {
 }
 
 /// A heatmap to draw on a view, with a key that changes with its contents.
+#[derive(Clone, Copy)]
 pub struct HeatInput<'a> {
     /// The heatmap.
     pub heat: &'a Heatmap,

@@ -109,6 +109,14 @@ pub fn top_bar_ui(ui: &mut egui::Ui, state: &AppState) -> Vec<Action> {
             if ui.button("Fit views (F)").clicked() {
                 actions.push(Action::ResetCameras);
             }
+            ui.separator();
+            let mut diagnostics = state.show_diagnostics;
+            if ui
+                .checkbox(&mut diagnostics, "Diagnostics (frame times)")
+                .changed()
+            {
+                actions.push(Action::SetDiagnostics(diagnostics));
+            }
         });
         ui.menu_button("Window", |ui| {
             for p in CtPreset::ALL {
@@ -177,6 +185,9 @@ pub fn side_panel_ui(ui: &mut egui::Ui, state: &AppState) -> Vec<Action> {
     actions.extend(propagate_ui(ui, state));
     ui.separator();
     actions.extend(review_ui(ui, doc));
+    ui.separator();
+    ui.heading("Statistics");
+    super::overview::statistics_ui(ui, doc);
     actions
 }
 
@@ -473,7 +484,16 @@ fn review_ui(ui: &mut egui::Ui, doc: &Document) -> Vec<Action> {
     actions
 }
 
-/// The status bar: messages, pointer readout, progress with ETA and Cancel, device.
+/// Widest the pointer readout may grow in the status bar (points).
+const READOUT_MAX_WIDTH: f32 = 330.0;
+/// The message (or progress) on the left keeps at least this much of the bar.
+pub const STATUS_MESSAGE_MIN_WIDTH: f32 = 240.0;
+
+/// The status bar: the pointer readout, the last run's speed, the device and model, the
+/// renderer on the right; the newest message (or loading, or a propagation's progress
+/// with ETA and Cancel) in what is left on the left, cut with "…" when too long (the
+/// full text on hover). Nothing overlaps at any width: the right-hand fields are laid
+/// out first, each at most a fixed width, and the message takes the rest.
 pub fn status_bar_ui(
     ui: &mut egui::Ui,
     state: &AppState,
@@ -481,73 +501,75 @@ pub fn status_bar_ui(
     backend: &Backend,
 ) -> Vec<Action> {
     let mut actions = Vec::new();
+    let total = ui.available_width();
     ui.horizontal(|ui| {
-        if let Some((path, started)) = state.loading() {
-            ui.add(egui::Spinner::new());
-            ui.label(format!(
-                "Loading {} ({:.0} s)…",
-                path.file_name()
-                    .map(|n| n.to_string_lossy())
-                    .unwrap_or_default(),
-                started.elapsed().as_secs_f32()
-            ));
-        } else if let Some(run) = state.propagation.run() {
-            let eta = run
-                .eta(Instant::now())
-                .map_or("estimating…".to_owned(), |d| {
-                    format!("{:.0} s left", d.as_secs_f32().ceil())
-                });
-            ui.add(
-                egui::ProgressBar::new(run.fraction())
-                    .desired_width(220.0)
-                    .text(format!("Propagating {}/{} · {eta}", run.done, run.total)),
-            );
-            if ui.button("Cancel run").clicked() {
-                actions.push(Action::CancelPropagation);
-            }
-        } else if let Some(line) = state.status_line() {
-            ui.label(line);
-        }
         ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-            let render = match backend {
-                Backend::Gpu => "render: GPU",
-                Backend::Cpu => "render: CPU",
+            // Keep room for the message: the right-hand side may use what is left.
+            let right_budget = (total - STATUS_MESSAGE_MIN_WIDTH).max(0.0);
+            let start = ui.available_width();
+            let used = |ui: &egui::Ui| start - ui.available_width();
+            let field = |ui: &mut egui::Ui, text: String, hover: String, max: f32| {
+                ui.scope(|ui| {
+                    ui.set_max_width(max.max(0.0));
+                    ui.add(egui::Label::new(text).truncate())
+                        .on_hover_text(hover);
+                });
             };
-            ui.label(render);
-            ui.separator();
-            match (state.propagation.info(), state.propagation.failure()) {
+            let render = match backend {
+                Backend::Gpu => "GPU",
+                Backend::Cpu => "CPU",
+            };
+            field(
+                ui,
+                format!("render: {render}"),
+                format!("The slices are drawn on the {render}"),
+                right_budget - used(ui),
+            );
+            let (text, hover) = match (state.propagation.info(), state.propagation.failure()) {
                 (Some(info), _) => {
                     let weights = match &info.weights {
                         crate::engine::WeightsStatus::Loaded(_) => "trained",
                         crate::engine::WeightsStatus::RandomInit => "random init",
                     };
-                    ui.label(format!(
-                        "{} · model {} ({weights})",
-                        info.device, info.model
-                    ));
+                    (
+                        format!("{} · {}", info.device, info.model),
+                        format!(
+                            "Network: model {} ({weights}) on {}",
+                            info.model, info.device
+                        ),
+                    )
                 }
-                (None, Some(_)) => {
-                    ui.label("network unavailable");
-                }
-                (None, None) => {
-                    ui.label("network starting…");
-                }
-            }
-            if let Some(last) = state.propagation.last() {
+                (None, Some(f)) => ("network unavailable".to_owned(), f.to_owned()),
+                (None, None) => ("network starting…".to_owned(), String::new()),
+            };
+            if right_budget - used(ui) > 40.0 {
                 ui.separator();
-                let mut text = format!(
+                field(ui, text, hover, (right_budget - used(ui)).min(240.0));
+            }
+            if let Some(last) = state.propagation.last()
+                && right_budget - used(ui) > 40.0
+            {
+                ui.separator();
+                let text = format!(
                     "last run {:.0} ms/slice",
                     last.total.as_secs_f64() * 1000.0 / last.slices.max(1) as f64
                 );
+                let mut hover = format!(
+                    "The last propagation: {} slices in {:.1} s",
+                    last.slices,
+                    last.total.as_secs_f64()
+                );
                 if let Some(k) = last.support_size {
-                    text.push_str(&format!(
-                        " · {k} of {} supports per slice",
+                    hover.push_str(&format!(
+                        "; {k} of {} support slices per slice",
                         last.support_slices
                     ));
                 }
-                ui.label(text);
+                field(ui, text, hover, (right_budget - used(ui)).min(200.0));
             }
-            if let Some(r) = readout {
+            if let Some(r) = readout
+                && right_budget - used(ui) > 40.0
+            {
                 ui.separator();
                 let [i, j, k] = r.voxel;
                 let [x, y, z] = r.patient_mm;
@@ -558,10 +580,58 @@ pub fn status_bar_ui(
                 if let Some(s) = &r.structure {
                     text.push_str(&format!(" · {s}"));
                 }
-                ui.label(text);
+                let hover = text.clone();
+                field(
+                    ui,
+                    text,
+                    hover,
+                    (right_budget - used(ui)).min(READOUT_MAX_WIDTH),
+                );
             }
+            ui.separator();
+            // The rest of the bar, left to right: the message.
+            ui.with_layout(egui::Layout::left_to_right(egui::Align::Center), |ui| {
+                actions.extend(status_message_ui(ui, state));
+            });
         });
     });
+    actions
+}
+
+/// The left of the status bar: loading, a propagation's progress, or the newest
+/// message (cut to the space there is; the full text on hover).
+fn status_message_ui(ui: &mut egui::Ui, state: &AppState) -> Vec<Action> {
+    let mut actions = Vec::new();
+    if let Some((path, started)) = state.loading() {
+        ui.add(egui::Spinner::new());
+        ui.add(
+            egui::Label::new(format!(
+                "Loading {} ({:.0} s)…",
+                path.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default(),
+                started.elapsed().as_secs_f32()
+            ))
+            .truncate(),
+        );
+    } else if let Some(run) = state.propagation.run() {
+        let eta = run
+            .eta(Instant::now())
+            .map_or("estimating…".to_owned(), |d| {
+                format!("{:.0} s left", d.as_secs_f32().ceil())
+            });
+        let width = (ui.available_width() - 90.0).clamp(60.0, 220.0);
+        ui.add(
+            egui::ProgressBar::new(run.fraction())
+                .desired_width(width)
+                .text(format!("Propagating {}/{} · {eta}", run.done, run.total)),
+        );
+        if ui.button("Cancel run").clicked() {
+            actions.push(Action::CancelPropagation);
+        }
+    } else if let Some(line) = state.status_line() {
+        ui.add(egui::Label::new(line).truncate());
+    }
     actions
 }
 

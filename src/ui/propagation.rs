@@ -150,14 +150,9 @@ pub fn summarise_frames(times: &[Duration]) -> Option<FrameSummary> {
 }
 
 /// The message at the end of a propagation: how long it took, what the run rule
-/// cleared, how the support set was used, and the UI's frame times.
-fn finished_message(
-    stats: &engine::PropagationStats,
-    run: &Run,
-    cut_off: usize,
-    frames: Option<FrameSummary>,
-    intervals: Option<FrameSummary>,
-) -> String {
+/// cleared and how the support set was used. (The UI's frame times are diagnostics for
+/// developers: [`frame_diagnostics`], in the log and the View → Diagnostics window.)
+fn finished_message(stats: &engine::PropagationStats, run: &Run, cut_off: usize) -> String {
     let per_slice = stats.total.as_secs_f64() * 1000.0 / stats.slices.max(1) as f64;
     let mut text = format!(
         "Propagated {} slices in {:.1} s ({per_slice:.0} ms per slice).",
@@ -179,19 +174,28 @@ fn finished_message(
     if let Strategy::Chain(c) = run.strategy {
         text.push_str(&chain_summary(&c, stats.queried(), stats.slices));
     }
+    text
+}
+
+/// The UI's frame times during a run, for developers (log and diagnostics window).
+pub fn frame_diagnostics(
+    frames: Option<FrameSummary>,
+    intervals: Option<FrameSummary>,
+) -> Vec<String> {
+    let mut lines = Vec::new();
     if let Some(f) = frames {
-        text.push_str(&format!(
-            " UI frame build time: median {:.1} ms, 95th percentile {:.1} ms, max {:.1} ms.",
-            f.median_ms, f.p95_ms, f.max_ms
+        lines.push(format!(
+            "UI frame build time: median {:.1} ms, 95th percentile {:.1} ms, max {:.1} ms ({} frames)",
+            f.median_ms, f.p95_ms, f.max_ms, f.frames
         ));
     }
     if let Some(f) = intervals {
-        text.push_str(&format!(
-            " Frame intervals: median {:.0} ms, 95th percentile {:.0} ms, max {:.0} ms.",
+        lines.push(format!(
+            "Frame intervals: median {:.0} ms, 95th percentile {:.0} ms, max {:.0} ms",
             f.median_ms, f.p95_ms, f.max_ms
         ));
     }
-    text
+    lines
 }
 
 /// What a chained propagation did, for the user: which slices each slice was segmented
@@ -247,11 +251,61 @@ pub struct ExplainView {
     pub latency: Option<Duration>,
     /// Stage selection.
     pub stages: StageChoice,
+    /// Show whole support slices instead of the network's region of interest.
+    pub whole_slices: bool,
+    /// `(stage, support position)` whose attention map is laid over the working view
+    /// (while it shows that support slice).
+    pub overlay: Option<(usize, usize)>,
     /// Heatmaps per (stage, support position), normalised per stage, built lazily.
     heat_cache: Vec<Option<Heatmap>>,
 }
 
 impl ExplainView {
+    /// Positions in the support list, the slice receiving the most attention first: at
+    /// the stage shown, or summed over the stages when all are shown.
+    pub fn order_by_mass(&self) -> Vec<usize> {
+        let Some(ex) = &self.result else {
+            return Vec::new();
+        };
+        let masses: Vec<&[f32]> = match self.stages {
+            StageChoice::One(s) => ex
+                .stages
+                .get(s)
+                .map(|st| st.support_mass.as_slice())
+                .into_iter()
+                .collect(),
+            StageChoice::All => ex
+                .stages
+                .iter()
+                .map(|st| st.support_mass.as_slice())
+                .collect(),
+        };
+        let total = |n: usize| -> f32 {
+            masses
+                .iter()
+                .map(|m| m.get(n).copied().unwrap_or(0.0))
+                .sum()
+        };
+        order_by_mass(ex.support_slices.len(), total)
+    }
+
+    /// The slice pixels `[x0, y0, x1, y1]` (edges) the thumbnails show: the network's
+    /// region of interest, or the whole `width × height` slice.
+    pub fn crop_box(&self, width: usize, height: usize) -> [f32; 4] {
+        match (&self.result, self.whole_slices) {
+            (Some(ex), false) => {
+                let r = &ex.region;
+                [
+                    r.x0 as f32,
+                    r.y0 as f32,
+                    (r.x0 + r.width) as f32,
+                    (r.y0 + r.height) as f32,
+                ]
+            }
+            _ => [-0.5, -0.5, width as f32 - 0.5, height as f32 - 0.5],
+        }
+    }
+
     /// The heatmap of support slice number `n` at `stage`, on the native slice grid,
     /// scaled so that the strongest location over all support slices of that stage is 1.
     pub fn heatmap(
@@ -285,6 +339,13 @@ impl ExplainView {
         }
         self.heat_cache[k].as_ref()
     }
+}
+
+/// `0..n` ordered by `mass`, largest first (ties: the earlier position first).
+pub fn order_by_mass(n: usize, mass: impl Fn(usize) -> f32) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| mass(b).total_cmp(&mass(a)).then(a.cmp(&b)));
+    order
 }
 
 /// Why a propagation or an explanation could not be asked for.
@@ -526,6 +587,8 @@ impl Propagation {
             result: None,
             latency: None,
             stages,
+            whole_slices: false,
+            overlay: None,
             heat_cache: Vec::new(),
         });
         Ok(())
@@ -688,10 +751,11 @@ impl Propagation {
         };
         let frames = summarise_frames(&self.frame_times);
         let intervals = summarise_frames(&self.frame_intervals);
-        out.notices.push((
-            Level::Info,
-            finished_message(&stats, &run, cut_off, frames, intervals),
-        ));
+        out.notices
+            .push((Level::Info, finished_message(&stats, &run, cut_off)));
+        for line in frame_diagnostics(frames, intervals) {
+            log::info!("propagation: {line}");
+        }
         self.last = Some(LastRun {
             slices: stats.slices,
             total: stats.total,
@@ -788,6 +852,13 @@ mod tests {
             !text.contains("interpolation") && !text.contains("just before"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn supports_are_ordered_by_attention_mass() {
+        let mass = [0.1, 0.6, 0.05, 0.25];
+        assert_eq!(order_by_mass(4, |n| mass[n]), vec![1, 3, 0, 2]);
+        assert_eq!(order_by_mass(3, |_| 0.5), vec![0, 1, 2]);
     }
 
     #[test]

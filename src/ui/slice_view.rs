@@ -32,6 +32,9 @@ pub struct ViewContext<'a> {
     pub stroking: bool,
     /// Show the slice-state scrubber.
     pub scrubber: bool,
+    /// An explanation's attention map laid over the working view while it shows the
+    /// map's support slice.
+    pub heat: Option<HeatInput<'a>>,
 }
 
 /// What the pointer is over, for the status bar.
@@ -62,7 +65,15 @@ pub fn slice_view_ui(
     ctx: &ViewContext<'_>,
     painter: &mut ViewPainter,
 ) -> (Vec<Action>, Option<Readout>) {
-    let scrubber_h = if ctx.scrubber { 18.0 } else { 0.0 };
+    // On the working axis, the structure overview sits above the scrubber (always, so
+    // that the view does not move when the first stroke makes it appear).
+    let overview = ctx.scrubber && ctx.axis == doc.session.axis();
+    let overview_h = if overview {
+        super::overview::OVERVIEW_HEIGHT
+    } else {
+        0.0
+    };
+    let scrubber_h = if ctx.scrubber { 18.0 } else { 0.0 } + overview_h;
     let total = ui.available_rect_before_wrap();
     let view_rect = Rect::from_min_max(total.min, pos2(total.max.x, total.max.y - scrubber_h));
     let id = ui.scope_id().with(("slice-view", ctx.axis.index()));
@@ -89,7 +100,8 @@ pub fn slice_view_ui(
         mapping,
         &look,
         doc,
-        None::<HeatInput<'_>>,
+        ctx.heat
+            .filter(|h| view.is_work_view() && h.heat.slice == view.slice),
     );
     let p = ui.painter().with_clip_rect(view_rect);
     view.draw_crosshair(&p);
@@ -100,7 +112,7 @@ pub fn slice_view_ui(
     }
     let hover = response.hover_pos();
     if let Some(pos) = hover
-        && view.is_work_view()
+        && view.can_edit()
         && matches!(ctx.tool, Tool::Brush | Tool::Eraser)
     {
         view.draw_brush_outline(&p, pos);
@@ -113,7 +125,21 @@ pub fn slice_view_ui(
     actions.extend(view.tool_actions(ui, &response, &mut memory));
     ui.data_mut(|d| d.insert_temp(id, memory));
     if ctx.scrubber {
-        let bar = Rect::from_min_max(pos2(total.min.x, view_rect.max.y), total.max);
+        let bar_top = view_rect.max.y + overview_h;
+        if overview {
+            let plot = Rect::from_min_max(
+                pos2(total.min.x, view_rect.max.y),
+                pos2(total.max.x, bar_top),
+            );
+            actions.extend(super::overview::overview_plot_ui(
+                ui,
+                plot,
+                doc,
+                ctx.axis,
+                id.with("overview"),
+            ));
+        }
+        let bar = Rect::from_min_max(pos2(total.min.x, bar_top), total.max);
         actions.extend(scrubber_ui(ui, bar, doc, ctx.axis, id.with("scrubber")));
     }
     (actions, readout)
@@ -221,6 +247,8 @@ impl<'a> View<'a> {
                     title.push_str(&format!(" · {}", state_name(state)));
                 }
             }
+        } else if ctx.tool.edits() && doc.session.axis_free() {
+            title.push_str(" · paint here to annotate along this view");
         } else if ctx.tool.edits() {
             title.push_str(&format!(
                 " · paint in the {} view",
@@ -434,10 +462,30 @@ impl<'a> View<'a> {
                     _ => Vec::new(),
                 }
             }
-            Tool::Brush | Tool::Eraser if self.is_work_view() => self.stroke_actions(ui, response),
-            Tool::Lasso if self.is_work_view() => self.lasso_actions(ui, response, memory),
+            Tool::Brush | Tool::Eraser if self.can_edit() => {
+                self.on_this_axis(self.stroke_actions(ui, response))
+            }
+            Tool::Lasso if self.can_edit() => {
+                self.on_this_axis(self.lasso_actions(ui, response, memory))
+            }
             _ => Vec::new(),
         }
+    }
+
+    /// Whether the editing tools work in this view: it is the working view, or nothing
+    /// is annotated yet, so that painting here makes its axis the working axis.
+    fn can_edit(&self) -> bool {
+        self.is_work_view() || self.doc.session.axis_free()
+    }
+
+    /// Edits in a view that is not yet the working view first make it so.
+    fn on_this_axis(&self, actions: Vec<Action>) -> Vec<Action> {
+        if actions.is_empty() || self.is_work_view() {
+            return actions;
+        }
+        std::iter::once(Action::SetWorkAxis(self.ctx.axis))
+            .chain(actions)
+            .collect()
     }
 
     /// Brush and eraser: a drag paints a stroke, a click paints one dab.

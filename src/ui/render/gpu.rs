@@ -342,7 +342,8 @@ impl GpuSliceRenderer {
             )));
         }
         let quant = Quantisation::for_volume(volume);
-        let n_slices = session.slice_count() as u32;
+        // Wide enough for the states along any axis (the working axis may change).
+        let n_slices = nx.max(ny).max(nz);
         check_errors(device, "uploading the volume", || {
             let tex3 = |label: &str| {
                 device.create_texture(&wgpu::TextureDescriptor {
@@ -446,7 +447,7 @@ impl GpuSliceRenderer {
                 states,
                 states_size: [n_slices, 256],
                 bind_group,
-                label_revisions: (0..n_slices as usize)
+                label_revisions: (0..session.slice_count())
                     .map(|s| session.slice_revision(s))
                     .collect(),
                 label_axis: session.axis(),
@@ -530,7 +531,7 @@ fn upload_lut_and_states(queue: &wgpu::Queue, tex: &mut VolumeTextures, session:
     }
     let [w, h] = tex.states_size;
     let mut states = vec![0u8; (w * h) as usize];
-    if session.slice_count() as u32 == w {
+    if session.slice_count() as u32 <= w {
         for st in session.structures() {
             let row = (st.value % 256) as usize;
             for (s, state) in st.states().iter().enumerate() {

@@ -140,6 +140,8 @@ pub struct AppState {
     /// ends, shape prior) with these options; `None`: the paper's one-shot propagation
     /// with [`Self::support_size`].
     pub chain: Option<crate::engine::ChainOptions>,
+    /// Whether the diagnostics window (frame times, for developers) is open.
+    pub show_diagnostics: bool,
     /// "Fill between slices" runs so far (their undo groups).
     fill_groups: u64,
     stroke: Option<Stroke>,
@@ -186,6 +188,7 @@ impl AppState {
             propagate_margin: Some(10),
             support_size: Some(DEFAULT_SUPPORT_SIZE),
             chain: Some(crate::engine::ChainOptions::default()),
+            show_diagnostics: false,
             fill_groups: 0,
             stroke: None,
             load: None,
@@ -313,6 +316,9 @@ impl AppState {
         }
         if events.propagation_finished {
             self.autosave_now();
+        }
+        if let Some(doc) = &mut self.doc {
+            doc.refresh_overview();
         }
         if self.autosave_job.is_none()
             && let Some(doc) = &self.doc
@@ -505,12 +511,15 @@ impl AppState {
             Action::Accept => self.review(true),
             Action::Reject => self.review(false),
             Action::NextToReview => self.next_to_review(),
+            Action::SetDiagnostics(on) => self.show_diagnostics = on,
+            Action::SetWorkAxis(axis) => self.set_work_axis(axis),
             // The network.
             Action::Propagate => self.propagate(),
             Action::FillBetweenSlices => self.fill_between_slices(),
             Action::CancelPropagation => self.propagation.cancel(),
             Action::Explain { slice, at } => self.explain(slice, at),
             Action::CloseExplain => self.propagation.close_explanation(),
+            Action::ExportExplanation(dir) => self.export_explanation(&dir),
             Action::SetExplainStages(stages) => {
                 if let Some(e) = self.propagation.explanation_mut() {
                     e.stages = stages;
@@ -889,10 +898,61 @@ impl AppState {
         }
     }
 
+    fn set_work_axis(&mut self, axis: Axis) {
+        let Some(doc) = &mut self.doc else { return };
+        if doc.session.axis() == axis {
+            return;
+        }
+        let plane = crate::display::view::plane_of(doc.volume.geometry(), axis).name();
+        match doc.session.set_axis(axis) {
+            Ok(()) => {
+                // An explanation belongs to the old axis.
+                self.propagation.close_explanation();
+                self.notify(
+                    Level::Info,
+                    format!(
+                        "Annotating in the {} view: propagation, review and the overview follow its slices.",
+                        plane.to_lowercase()
+                    ),
+                );
+            }
+            Err(_) => self.notify(
+                Level::Info,
+                "The working view is fixed once a slice is annotated; undo everything (or start a new session) to annotate in another view.",
+            ),
+        }
+    }
+
+    fn export_explanation(&mut self, dir: &Path) {
+        let (Some(doc), Some(view)) = (&self.doc, self.propagation.explanation_mut()) else {
+            return;
+        };
+        match super::export::write_explanation_pngs(doc, view, dir) {
+            Ok(files) => self.notify(
+                Level::Info,
+                format!(
+                    "Saved the explanation as {} PNG{} in {}",
+                    files.len(),
+                    if files.len() == 1 { "" } else { "s" },
+                    dir.display()
+                ),
+            ),
+            Err(e) => self.notify(Level::Error, format!("could not save the explanation: {e}")),
+        }
+    }
+
     fn next_to_review(&mut self) {
         let Some(doc) = &mut self.doc else { return };
         let Some(label) = doc.active else { return };
-        match doc.session.next_to_review(label, doc.work_slice()) {
+        doc.refresh_overview();
+        let flagged: Vec<usize> = doc
+            .overview()
+            .map(|o| o.flagged().collect())
+            .unwrap_or_default();
+        match doc
+            .session
+            .next_to_review_flagged(label, doc.work_slice(), &flagged)
+        {
             Some(s) => {
                 let axis = doc.session.axis().index();
                 doc.cursor[axis] = s;
