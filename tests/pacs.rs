@@ -13,11 +13,16 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use icseg::engine::{
+    self, DeviceChoice, DeviceRequest, Engine, EngineConfig, Strategy, SupportSet, WeightsChoice,
+    WeightsStatus,
+};
 use icseg::io::dicom::seg::{self, SegWriteOptions, SegmentSpec};
+use icseg::io::{LoadError, SeriesProblem};
 use icseg::pacs::{
     self, Auth, Client, Event, Job, Limits, PacsError, PacsWorker, ServerConfig, StudyQuery,
 };
-use icseg::volume::LabelMap;
+use icseg::volume::{Axis, LabelMap, Volume};
 
 // ---------------------------------------------------------------------------------
 // A scripted HTTP server
@@ -476,6 +481,177 @@ fn a_cancelled_pull_leaves_no_cache_entry() {
     assert_no_cache_entry(cache.path());
 }
 
+/// One CT image of series [`SERIES`] as Part 10 bytes: `columns` × `rows` 16-bit pixels
+/// at height `z` with the given orientation.
+fn ct_instance(n: usize, z: f64, (columns, rows): (u16, u16), orientation: &str) -> Vec<u8> {
+    ct_instance_in(SERIES, n, z, (columns, rows), orientation)
+}
+
+/// The same in series `series_uid` of the study [`STUDY`].
+fn ct_instance_in(
+    series_uid: &str,
+    n: usize,
+    z: f64,
+    (columns, rows): (u16, u16),
+    orientation: &str,
+) -> Vec<u8> {
+    use dicom::core::{DataElement, PrimitiveValue, VR};
+    use dicom::dictionary_std::{tags, uids};
+    use dicom::object::{FileMetaTableBuilder, InMemDicomObject};
+    let mut o = InMemDicomObject::new_empty();
+    let sop = format!("{series_uid}.{n}");
+    for (tag, vr, value) in [
+        (tags::SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE),
+        (tags::SOP_INSTANCE_UID, VR::UI, sop.as_str()),
+        (tags::STUDY_INSTANCE_UID, VR::UI, STUDY),
+        (tags::SERIES_INSTANCE_UID, VR::UI, series_uid),
+        (tags::FRAME_OF_REFERENCE_UID, VR::UI, "1.2.3.4.6"),
+        (tags::MODALITY, VR::CS, "CT"),
+        (tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
+        (tags::IMAGE_ORIENTATION_PATIENT, VR::DS, orientation),
+        (tags::PIXEL_SPACING, VR::DS, "0.5\\0.5"),
+        (tags::RESCALE_SLOPE, VR::DS, "1"),
+        (tags::RESCALE_INTERCEPT, VR::DS, "-1024"),
+    ] {
+        o.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
+    }
+    let position = format!("-10\\20\\{z}");
+    o.put(DataElement::new(
+        tags::IMAGE_POSITION_PATIENT,
+        VR::DS,
+        PrimitiveValue::from(position.as_str()),
+    ));
+    for (tag, value) in [
+        (tags::ROWS, rows),
+        (tags::COLUMNS, columns),
+        (tags::SAMPLES_PER_PIXEL, 1),
+        (tags::BITS_ALLOCATED, 16),
+        (tags::BITS_STORED, 16),
+        (tags::HIGH_BIT, 15),
+        (tags::PIXEL_REPRESENTATION, 0),
+    ] {
+        o.put(DataElement::new(tag, VR::US, PrimitiveValue::from(value)));
+    }
+    let pixels: Vec<u8> = (0..columns as usize * rows as usize)
+        .flat_map(|p| ((p % 977) as u16 + 100 * n as u16).to_le_bytes())
+        .collect();
+    o.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::U8(pixels.into()),
+    ));
+    let file = o
+        .with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
+        .unwrap();
+    let mut bytes = Vec::new();
+    file.write_all(&mut bytes).unwrap();
+    bytes
+}
+
+/// A series that mixes grids (a localizer of another size or orientation among the
+/// slices, or a second series under the same request) pulls completely, and opening
+/// the pulled folder gives exactly what the same files give as a local DICOM folder:
+/// the loader's typed error (or its list of series to choose from). The cache holds
+/// the whole series as served, or nothing: no partial folder, and the second open
+/// comes from the cache without a download and gives the same answer.
+#[test]
+fn a_pulled_series_that_mixes_grids_opens_as_the_same_local_folder_does() {
+    const AXIAL: &str = "1\\0\\0\\0\\1\\0";
+    const CORONAL: &str = "1\\0\\0\\0\\0\\-1";
+    let slices = |last: Vec<u8>| -> Vec<Vec<u8>> {
+        (0..3)
+            .map(|n| ct_instance(n, n as f64, (4, 3), AXIAL))
+            .chain([last])
+            .collect()
+    };
+    let other_series = "1.2.3.4.7";
+    let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
+        ("sizes", slices(ct_instance(3, 3.0, (2, 3), AXIAL))),
+        ("orientations", slices(ct_instance(3, 3.0, (4, 3), CORONAL))),
+        (
+            "two series",
+            slices(ct_instance_in(other_series, 0, 0.0, (6, 5), AXIAL)),
+        ),
+    ];
+    for (case, instances) in cases {
+        // The same files as a local folder.
+        let local = tempfile::tempdir().unwrap();
+        for (n, bytes) in instances.iter().enumerate() {
+            std::fs::write(local.path().join(format!("{n:03}.dcm")), bytes).unwrap();
+        }
+        let local_error = icseg::io::open_volume(local.path()).unwrap_err();
+
+        let served = instances.clone();
+        let fake = FakeServer::start(vec![Box::new(move |s| {
+            multipart_head(s);
+            for bytes in &served {
+                part(s, "application/dicom", bytes);
+            }
+            let _ = s.write_all(b"--BND--\r\n");
+        })]);
+        let cache = tempfile::tempdir().unwrap();
+        let pulled = pull(&fake.server(), cache.path()).unwrap();
+        assert_eq!(pulled.instances, instances.len(), "{case}");
+        let pulled_error = icseg::io::open_volume(&pulled.folder).unwrap_err();
+        match (&local_error, &pulled_error) {
+            (
+                LoadError::InconsistentSeries { problem: a, .. },
+                LoadError::InconsistentSeries { problem: b, .. },
+            ) => {
+                assert_eq!(a, b, "{case}");
+                match (case, b) {
+                    ("sizes", SeriesProblem::MixedSizes { sizes }) => {
+                        assert_eq!(sizes, &[(2, 3), (4, 3)])
+                    }
+                    ("orientations", SeriesProblem::MixedOrientations { count: 2 }) => {}
+                    _ => panic!("{case}: {b:?}"),
+                }
+                assert!(
+                    pulled_error
+                        .to_string()
+                        .contains("the images of this series do not form one volume"),
+                    "{pulled_error}"
+                );
+            }
+            (LoadError::MultipleSeries { series: a }, LoadError::MultipleSeries { series: b }) => {
+                assert_eq!(case, "two series");
+                assert_eq!(a, b);
+                assert_eq!(b.len(), 2);
+                // Choosing one opens it, as from a local folder.
+                let chosen = icseg::io::dicom::load_series(&pulled.folder, SERIES).unwrap();
+                let local_chosen = icseg::io::dicom::load_series(local.path(), SERIES).unwrap();
+                assert_eq!(chosen.volume.dims(), [4, 3, 3]);
+                assert_eq!(chosen.volume.voxels(), local_chosen.volume.voxels());
+            }
+            other => panic!("{case}: {other:?}"),
+        }
+
+        // The cache: the complete series as served (no partial folder beside it).
+        let cached = pacs::cached_series(cache.path(), STUDY, SERIES).expect("cached");
+        assert_eq!(cached.folder, pulled.folder);
+        let mut files: Vec<_> = std::fs::read_dir(&pulled.folder)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        let stored: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+        assert_eq!(stored, instances, "{case}: the cache holds what was served");
+        let hidden: Vec<_> = std::fs::read_dir(cache.path().join(STUDY))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(hidden.is_empty(), "{case}: left in the cache: {hidden:?}");
+        let again = pull(&fake.server(), cache.path()).unwrap();
+        assert!(again.from_cache, "{case}");
+        assert_eq!(fake.requests().len(), 1, "{case}: downloaded again");
+        let again_error = icseg::io::open_volume(&again.folder).unwrap_err();
+        assert_eq!(again_error.to_string(), pulled_error.to_string(), "{case}");
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // Logs
 
@@ -651,14 +827,55 @@ fn round_trip_search_pull_open_save_seg_push_and_read_back() {
     let source = loaded.source.dicom().expect("a DICOM source").clone();
     let g = loaded.volume.geometry().clone();
 
-    // A structure on the middle slices, saved as DICOM SEG referencing the series.
-    let mut labels = LabelMap::empty(g.clone());
+    // Annotate three slices (a thresholded region: soft tissue and bone in a central
+    // disc) and propagate them to the slices between through the engine, as
+    // `icseg propagate` does (`engine::collect`, shipped weights, CPU, chained).
     let [nx, ny, nz] = g.dims;
-    for k in nz / 3..(2 * nz / 3).max(nz / 3 + 1) {
-        for j in ny / 3..ny / 2 {
-            for i in nx / 4..nx / 2 {
-                labels.set([i, j, k], 1);
+    let annotated = [nz / 4, nz / 2, 3 * nz / 4];
+    let mut annotations = LabelMap::empty(g.clone());
+    let voxels = loaded.volume.voxels();
+    let (cx, cy, r) = (nx as f64 / 2.0, ny as f64 / 2.0, nx.min(ny) as f64 / 6.0);
+    for &k in &annotated {
+        for j in 0..ny {
+            for i in 0..nx {
+                let inside_disc = (i as f64 - cx).powi(2) + (j as f64 - cy).powi(2) < r * r;
+                if inside_disc && voxels[i + nx * (j + ny * k)] > -200.0 {
+                    annotations.set([i, j, k], 1);
+                }
             }
+        }
+    }
+    let labels = propagate(loaded.volume, &annotations, &annotated);
+    let voxels_on = |map: &LabelMap, k: usize| {
+        map.slice(Axis::K, k)
+            .data
+            .iter()
+            .filter(|&&v| v != 0)
+            .count()
+    };
+    let smallest_annotation = annotated
+        .iter()
+        .map(|&k| voxels_on(&annotations, k))
+        .min()
+        .unwrap();
+    assert!(smallest_annotation > 1000, "annotation too small");
+    let counts: Vec<usize> = (0..nz).map(|k| voxels_on(&labels, k)).collect();
+    eprintln!("voxels per slice after propagation: {counts:?}");
+    for (k, &count) in counts.iter().enumerate() {
+        if annotated.contains(&k) {
+            assert_eq!(
+                labels.slice(Axis::K, k).data,
+                annotations.slice(Axis::K, k).data,
+                "an annotated slice changed"
+            );
+        } else if (annotated[0]..=annotated[2]).contains(&k) {
+            // A predicted slice between annotations of one structure of similar size.
+            assert!(
+                count > smallest_annotation / 4,
+                "predicted slice {k}: {count} voxels"
+            );
+        } else {
+            assert_eq!(count, 0, "slice {k} lies outside the bounds");
         }
     }
     let out = tempfile::tempdir().unwrap();
@@ -711,12 +928,120 @@ fn round_trip_search_pull_open_save_seg_push_and_read_back() {
     assert_eq!(
         read.labels.labels(),
         labels.labels(),
-        "the SEG reads back on the same grid"
+        "the SEG reads back on the same grid, annotated and predicted slices alike"
     );
     assert_eq!(
         read.referenced_series_uid.as_deref(),
         Some(series.series_uid.as_str())
     );
+    // The SEG as Orthanc gave it back, through the conformance check of tests/io.rs
+    // (pydicom + highdicom, tests/validate_seg.py).
+    check_with_highdicom(&file, &labels);
+}
+
+/// Propagates `annotations` (label 1 on the `annotated` slices, axis K) to the slices
+/// between them with the shipped weights on the CPU, through `engine::collect` (the
+/// path of `icseg propagate` and `icseg eval`): annotations plus predicted slices.
+fn propagate(volume: Volume, annotations: &LabelMap, annotated: &[usize]) -> LabelMap {
+    let volume = Arc::new(volume);
+    let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/icseg-lite.bpk");
+    let engine = Engine::start(
+        EngineConfig {
+            device: DeviceRequest::Choice(DeviceChoice::Cpu),
+            weights: WeightsChoice::File(weights),
+            ..EngineConfig::default()
+        },
+        Box::new(|| {}),
+    );
+    let info = engine.wait_ready().expect("the engine starts");
+    assert!(
+        matches!(info.weights, WeightsStatus::Loaded(_)),
+        "{:?}",
+        info.weights
+    );
+    let support =
+        SupportSet::from_label_map(volume.clone(), annotations, Axis::K, annotated, |v| v == 1);
+    let targets = engine::target_slices(volume.geometry().slice_count(Axis::K), annotated, true);
+    let started = std::time::Instant::now();
+    let collected = engine::collect(
+        &engine,
+        Arc::new(support),
+        targets.clone(),
+        Strategy::default(),
+        &mut |_, _| {},
+    )
+    .expect("the propagation runs");
+    eprintln!(
+        "propagated {} annotated slices to {} slices in {:.2} s",
+        annotated.len(),
+        targets.len(),
+        started.elapsed().as_secs_f64()
+    );
+    collected.mask
+}
+
+/// Runs tests/validate_seg.py (pydicom + highdicom, the check of
+/// `written_seg_passes_dciodvfy_and_highdicom` in tests/io.rs) on `file`: highdicom must
+/// accept it as a Segmentation and find segment 1 with the voxels of `labels`, at the
+/// same positions in patient space. Skipped with a message without python3, pydicom or
+/// highdicom, except under CI.
+fn check_with_highdicom(file: &Path, labels: &LabelMap) {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let g = labels.geometry();
+    let [nx, ny, _] = g.dims;
+    let (mut sum, mut count) = ([0.0f64; 3], 0usize);
+    for (n, &v) in labels.labels().iter().enumerate() {
+        if v == 1 {
+            let p = g.patient_from_voxel([
+                (n % nx) as f64,
+                ((n / nx) % ny) as f64,
+                (n / (nx * ny)) as f64,
+            ]);
+            for a in 0..3 {
+                sum[a] += p[a];
+            }
+            count += 1;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let expected = dir.path().join("expected.json");
+    std::fs::write(
+        &expected,
+        serde_json::json!({ "1": { "count": count, "sum_mm": sum } }).to_string(),
+    )
+    .unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/validate_seg.py");
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    match std::process::Command::new(&python)
+        .arg(&script)
+        .arg(file)
+        .arg(&expected)
+        .output()
+    {
+        Ok(r) if r.status.code() == Some(0) => {
+            eprintln!(
+                "highdicom reads the pulled-back SEG: {}",
+                String::from_utf8_lossy(&r.stdout).trim()
+            );
+        }
+        Ok(r) if r.status.code() == Some(77) => {
+            let msg = String::from_utf8_lossy(&r.stderr);
+            assert!(
+                !ci,
+                "pydicom/highdicom are required under CI (pip install highdicom): {msg}"
+            );
+            eprintln!("skipped highdicom check: {msg}");
+        }
+        Ok(r) => panic!(
+            "highdicom disagrees with the SEG pulled back from the PACS:\n{}\n{}",
+            String::from_utf8_lossy(&r.stdout),
+            String::from_utf8_lossy(&r.stderr)
+        ),
+        Err(e) => {
+            assert!(!ci, "python3 is required under CI: {e}");
+            eprintln!("skipped highdicom check: {e}");
+        }
+    }
 }
 
 #[test]
