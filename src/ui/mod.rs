@@ -30,6 +30,7 @@ pub mod painter;
 pub mod panels;
 pub mod propagation;
 pub mod render;
+pub mod slice_states;
 pub mod slice_view;
 pub mod state;
 

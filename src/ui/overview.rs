@@ -11,7 +11,7 @@ use crate::volume::Axis;
 
 use super::actions::Action;
 use super::document::Document;
-use super::slice_view::{state_colour, state_name};
+use super::slice_states::{state_colour, state_name};
 
 /// Height of the plot in points.
 pub const OVERVIEW_HEIGHT: f32 = 54.0;

@@ -13,7 +13,8 @@ use super::actions::{Action, BRUSH_RADIUS_MM, Layout, Tool};
 use super::document::{Document, LabelFormat};
 use super::painter::Backend;
 use super::propagation::DEFAULT_SUPPORT_SIZE;
-use super::slice_view::{Readout, state_colour, state_name};
+use super::slice_states::{state_colour, state_name};
+use super::slice_view::Readout;
 use super::state::AppState;
 
 /// The menu bar and toolbar.

@@ -9,6 +9,7 @@ use super::actions::{Action, BrushSettings, Tool};
 use super::document::Document;
 use super::painter::{HeatInput, ViewPainter};
 use super::render::Look;
+use super::slice_states::{state_colour, state_name};
 use super::state::{Lasso, brush_radius_px};
 use crate::display::view::{Camera, ViewMapping, display_to_screen, plane_of, screen_to_display};
 
@@ -611,28 +612,6 @@ fn ellipse(centre: Pos2, radii: Vec2, stroke: Stroke) -> egui::Shape {
         })
         .collect();
     egui::Shape::closed_line(pts, stroke)
-}
-
-/// Human name of a slice state.
-pub fn state_name(state: SliceState) -> &'static str {
-    match state {
-        SliceState::Unlabelled => "unlabelled",
-        SliceState::Manual => "manual",
-        SliceState::Predicted => "predicted",
-        SliceState::Accepted => "accepted",
-        SliceState::Rejected => "rejected",
-    }
-}
-
-/// Scrubber colour of a slice state.
-pub fn state_colour(state: SliceState) -> Color32 {
-    match state {
-        SliceState::Unlabelled => Color32::TRANSPARENT,
-        SliceState::Manual => Color32::from_rgb(80, 160, 255),
-        SliceState::Predicted => Color32::from_rgb(255, 190, 60),
-        SliceState::Accepted => Color32::from_rgb(70, 210, 110),
-        SliceState::Rejected => Color32::from_rgb(220, 70, 70),
-    }
 }
 
 /// The slice scrubber under a view: click or drag to jump; on the working axis it marks
