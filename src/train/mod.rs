@@ -540,7 +540,7 @@ pub fn train(
     config: TrainConfig,
     data: &TrainingData,
     validation: &[Episode],
-    run: TrainingRun<'_>,
+    mut run: TrainingRun<'_>,
 ) -> Result<TrainState, TrainError> {
     let files = RunFiles::new(&run.dir);
     std::fs::create_dir_all(&run.dir).map_err(TrainError::io("create", &run.dir))?;
@@ -567,18 +567,10 @@ pub fn train(
         episodes_done: 0,
     };
     let first_episode = (state.step * cfg.episodes_per_step) as u64;
-    if state.step == 0 && !validation.is_empty() {
+    if state.step == 0 {
         // The starting point is the first candidate: a fine-tune that never beats the
         // weights it started from keeps them as best.bpk, and its log says so.
-        let (v, best) = validate_and_keep_best(
-            &model,
-            validation,
-            &run.device,
-            &mut state,
-            &files,
-            &mut log,
-        )?;
-        (run.on_validation)(&v, best);
+        validate_and_report(&model, validation, &mut run, &mut state, &files, &mut log)?;
     }
     let model = std::thread::scope(|scope| -> Result<Model, TrainError> {
         let mut prefetch = Prefetch::start(scope, data, &cfg, first_episode);
@@ -597,16 +589,8 @@ pub fn train(
             log.append(&report)?;
             let validate_now =
                 state.step.is_multiple_of(cfg.validate_every) || state.step == cfg.steps;
-            if validate_now && !validation.is_empty() {
-                let (v, best) = validate_and_keep_best(
-                    &model,
-                    validation,
-                    &run.device,
-                    &mut state,
-                    &files,
-                    &mut log,
-                )?;
-                (run.on_validation)(&v, best);
+            if validate_now {
+                validate_and_report(&model, validation, &mut run, &mut state, &files, &mut log)?;
             }
             if state.step.is_multiple_of(run.checkpoint_every) || validate_now {
                 checkpoint(&files, &model, &optim, &state)?;
@@ -789,6 +773,23 @@ fn validate_and_keep_best(
         model.save_weights(&files.best)?;
     }
     Ok((v, best))
+}
+
+/// Validates (when there are validation episodes), keeps the best and tells the run.
+fn validate_and_report(
+    model: &Model,
+    validation: &[Episode],
+    run: &mut TrainingRun<'_>,
+    state: &mut TrainState,
+    files: &RunFiles,
+    log: &mut RunLog,
+) -> Result<(), TrainError> {
+    if validation.is_empty() {
+        return Ok(());
+    }
+    let (v, best) = validate_and_keep_best(model, validation, &run.device, state, files, log)?;
+    (run.on_validation)(&v, best);
+    Ok(())
 }
 
 /// Saves what a resumed run needs: the latest weights, the optimiser and the state.
