@@ -968,3 +968,29 @@ fn painting_in_the_coronal_view_then_propagating_fills_coronal_slices() {
     assert_eq!(doc.session.axis(), coronal_axis);
     assert_eq!(doc.session.revision(), before);
 }
+
+#[test]
+fn the_interpolation_can_follow_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(config(
+        dir.path(),
+        std::process::id(),
+        Duration::from_secs(3600),
+    ));
+    wait_for_sample(&mut h);
+    let guided = |h: &Harness<'_, IcsegApp>| match h.state().state.strategy() {
+        icseg::engine::Strategy::Chain(c) => c.guided,
+        other => panic!("the default strategy is chained, not {other:?}"),
+    };
+    let before = guided(&h);
+    h.get_by_label("interpolation follows the image").click();
+    h.step();
+    assert_eq!(
+        guided(&h),
+        !before,
+        "the checkbox switches the guided prior"
+    );
+    h.get_by_label("interpolation follows the image").click();
+    h.step();
+    assert_eq!(guided(&h), before);
+}

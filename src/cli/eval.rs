@@ -85,6 +85,13 @@ fn network_strategy(spec: &str) -> anyhow::Result<Option<Strategy>> {
                     _ => anyhow::bail!("{}", bad()),
                 }
             }
+            ("chain", "guided") => {
+                chain.guided = match value {
+                    "1" | "true" => true,
+                    "0" | "false" => false,
+                    _ => anyhow::bail!("{}", bad()),
+                }
+            }
             ("oneshot", "support") => support_size = Some(value.parse().with_context(bad)?),
             _ => anyhow::bail!("unknown option `{key}` for method `{kind}` in `{spec}`"),
         }

@@ -120,6 +120,11 @@ pub struct StrategyArgs {
     /// or `nearest` (the nearer annotation copied).
     #[arg(long, default_value = "interp", value_parser = ["interp", "nearest"])]
     pub between: String,
+    /// chain: carry each annotation's shape along a deformable registration of
+    /// neighbouring slices (an image-guided prior) instead of copying it where it was
+    /// drawn.
+    #[arg(long, default_value_t = ChainOptions::default().guided, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub guided: bool,
     /// oneshot: segment each slice with only the N annotated slices most similar to it
     /// (by the network's Attention Mapper Encoder embeddings, paper §4.3) when more are
     /// listed (default: every listed slice for every query).
@@ -151,6 +156,7 @@ impl StrategyArgs {
                 } else {
                     crate::volume::interpolate::Between::Interpolate
                 },
+                guided: self.guided,
             }),
         })
     }

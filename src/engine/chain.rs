@@ -32,6 +32,7 @@ use super::{
 use crate::model::SupportFeatures;
 use crate::volume::Image2D;
 use crate::volume::interpolate::ShapePrior;
+use crate::volume::register::{Demons, registration_slice, registration_window};
 
 /// Settings of a chained propagation ([`super::Strategy::Chain`]).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
@@ -53,6 +54,10 @@ pub struct ChainOptions {
     pub hold_mm: Option<f32>,
     /// The prior between two annotations: interpolated, or the nearer one copied.
     pub between: crate::volume::interpolate::Between,
+    /// Whether the prior follows the image: each annotation's shape is carried slice by
+    /// slice along a deformable registration of neighbouring slices
+    /// ([`ShapePrior::guided`]) instead of being copied where it was drawn.
+    pub guided: bool,
 }
 
 impl Default for ChainOptions {
@@ -68,6 +73,7 @@ impl Default for ChainOptions {
             taper: 8.0,
             hold_mm: None,
             between: crate::volume::interpolate::Between::Interpolate,
+            guided: false,
         }
     }
 }
@@ -368,9 +374,19 @@ impl<'a> ChainRun<'a> {
                 options.taper,
             )
             .with_between(options.between);
-            match options.hold_mm {
+            let prior = match options.hold_mm {
                 Some(mm) => prior.with_hold_mm(f64::from(mm)),
                 None => prior,
+            };
+            if options.guided {
+                let window = registration_window(&support.volume);
+                prior.guided(
+                    count,
+                    |z| registration_slice(&support.volume, axis, z, window),
+                    &Demons::default(),
+                )
+            } else {
+                prior
             }
         });
         let mut pool_position = vec![None; count];

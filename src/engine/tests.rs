@@ -1306,3 +1306,43 @@ fn without_memory_the_slices_between_annotations_run_in_shared_batches() {
     assert_eq!(stats.queried(), 6);
     assert_eq!(stats.batches, 2);
 }
+
+#[test]
+fn the_guided_prior_follows_the_drifting_phantom_through_the_engine() {
+    // The phantom's disc moves 1 px per slice; annotated on slices 2 and 9, the prior
+    // alone (no network) fills 3–8. Carried along the registration it lands where the
+    // image has the disc; copied, it stays where it was drawn.
+    let (volume, masks) = phantom();
+    let engine = Engine::start(tiny_config(4), Box::new(|| {}));
+    expect_ready(&engine);
+    let targets: Vec<usize> = (3..=8).collect();
+    let dice = |guided: bool| -> f64 {
+        let options = ChainOptions {
+            prior_weight: 1.0,
+            between: crate::volume::interpolate::Between::Nearest,
+            guided,
+            ..ChainOptions::default()
+        };
+        let (predicted, _) = run_to_end(
+            &engine,
+            support(&volume, &masks, &[2, 9]),
+            targets.clone(),
+            Strategy::Chain(options),
+        );
+        assert_eq!(predicted.len(), targets.len());
+        let (mut both, mut total) = (0usize, 0usize);
+        for (z, p) in &predicted {
+            for (v, &t) in p.data.iter().zip(&masks[*z].data) {
+                let inside = is_inside(*v);
+                both += usize::from(inside && t != 0);
+                total += usize::from(inside) + usize::from(t != 0);
+            }
+        }
+        2.0 * both as f64 / total as f64
+    };
+    let (plain, guided) = (dice(false), dice(true));
+    assert!(
+        guided > 0.9 && guided > plain + 0.05,
+        "guided {guided:.3}, copied {plain:.3}"
+    );
+}

@@ -166,7 +166,7 @@ impl InTaskAugment {
             }
         }
         if let Some(sigma) = self.blur {
-            *image = gaussian_blur(image, sigma);
+            *image = image.gaussian_blur(sigma);
         }
         if let Some(std) = self.noise {
             for v in &mut image.data {
@@ -253,36 +253,6 @@ fn affine(img: &Image2D<f32>, angle: f32, scale: f32, fill: f32, bilinear: bool)
     out
 }
 
-/// Separable Gaussian blur with edge replication.
-pub fn gaussian_blur(img: &Image2D<f32>, sigma: f32) -> Image2D<f32> {
-    let radius = (3.0 * sigma).ceil() as isize;
-    let kernel: Vec<f32> = (-radius..=radius)
-        .map(|d| (-(d * d) as f32 / (2.0 * sigma * sigma)).exp())
-        .collect();
-    let norm: f32 = kernel.iter().sum();
-    let (w, h) = (img.width as isize, img.height as isize);
-    let pass = |src: &Image2D<f32>, horizontal: bool| {
-        let mut out = src.clone();
-        for y in 0..h {
-            for x in 0..w {
-                let mut acc = 0.0;
-                for (t, kv) in kernel.iter().enumerate() {
-                    let d = t as isize - radius;
-                    let (sx, sy) = if horizontal {
-                        ((x + d).clamp(0, w - 1), y)
-                    } else {
-                        (x, (y + d).clamp(0, h - 1))
-                    };
-                    acc += kv * src.get(sx as usize, sy as usize);
-                }
-                out.set(x as usize, y as usize, acc / norm);
-            }
-        }
-        out
-    };
-    pass(&pass(img, true), false)
-}
-
 /// The inner edge of a 0/1 mask: foreground pixels with a 4-neighbour in the background
 /// (or on the image border).
 pub fn edge(mask: &Image2D<f32>) -> Image2D<f32> {
@@ -344,7 +314,7 @@ mod tests {
     #[test]
     fn blur_preserves_the_mean_and_smooths() {
         let img = square_mask(16, 6, 10);
-        let b = gaussian_blur(&img, 1.0);
+        let b = img.gaussian_blur(1.0);
         let (s0, s1): (f32, f32) = (img.data.iter().sum(), b.data.iter().sum());
         assert!((s0 - s1).abs() < 0.05 * s0);
         assert!(b.get(6, 6) < 1.0 && b.get(5, 6) > 0.0);

@@ -420,6 +420,12 @@ fn strategy_ui(ui: &mut egui::Ui, state: &AppState) -> Vec<Action> {
                 )
                 .changed();
         });
+        changed |= ui
+            .checkbox(&mut c.guided, "interpolation follows the image")
+            .on_hover_text(
+                "Carry each of your slices to its neighbours along a registration of the image (the structure moves and bends with the anatomy) instead of copying it where you drew it",
+            )
+            .changed();
         ui.horizontal(|ui| {
             changed |= ui
                 .add(

@@ -218,9 +218,14 @@ pub fn chain_summary(c: &engine::ChainOptions, queried: usize, asked: usize) -> 
     ));
     if c.prior_weight > 0.0 {
         text.push_str(&format!(
-            " The result is {:.0} % network and {:.0} % shape-based interpolation of your slices.",
+            " The result is {:.0} % network and {:.0} % shape-based interpolation of your slices{}.",
             (1.0 - c.prior_weight) * 100.0,
-            c.prior_weight * 100.0
+            c.prior_weight * 100.0,
+            if c.guided {
+                ", each carried along a registration of neighbouring slices"
+            } else {
+                ""
+            }
         ));
     }
     text
@@ -829,6 +834,11 @@ mod tests {
             ..Default::default()
         };
         let text = chain_summary(&options, 31, 120);
+        assert_eq!(
+            text.contains("registration"),
+            options.guided,
+            "the summary says whether the interpolation followed the image: {text}"
+        );
         assert!(text.contains("2 nearest annotated slices"), "{text}");
         assert!(text.contains("2 slices predicted just before it"), "{text}");
         assert!(text.contains("31 of 120"), "{text}");

@@ -13,6 +13,7 @@
 //! evaluation's `interp` baseline and the app's "Fill between slices" use the plain
 //! interpolation.
 
+use super::register::{Demons, Displacement};
 use super::{Axis, Image2D, LabelMap, LabelValue};
 
 /// How far beyond a single annotated slice the prior holds its shape (mm): the range of
@@ -44,7 +45,24 @@ pub struct ShapePrior {
     hold_mm: f64,
     /// The prior between two annotated slices.
     between: Between,
+    /// The anchors' shapes carried along the image ([`Self::guided`]).
+    guide: Option<Guide>,
 }
+
+/// Each anchor's signed distance carried slice by slice along the deformation between
+/// neighbouring slices, inside a crop around the annotations.
+#[derive(Clone, Debug)]
+struct Guide {
+    /// The crop: left, top, width, height (pixels).
+    crop: (usize, usize, usize, usize),
+    /// `(anchor position in anchors, slice)` → that anchor's signed distance in the
+    /// crop, carried to that slice.
+    carried: std::collections::HashMap<(usize, usize), Image2D<f32>>,
+}
+
+/// Pixels of context around the annotations in which [`ShapePrior::guided`] registers:
+/// at least this many, or half the annotations' extent if that is more.
+pub const GUIDE_MARGIN_PX: usize = 16;
 
 impl ShapePrior {
     /// A prior from annotated slices `(index, mask)` (nonzero = inside; an all-zero
@@ -70,6 +88,7 @@ impl ShapePrior {
             taper,
             hold_mm: 0.0,
             between: Between::Interpolate,
+            guide: None,
         };
         prior.hold_mm = prior.default_hold_mm();
         prior
@@ -129,30 +148,31 @@ impl ShapePrior {
     /// The interpolated signed distance (mm, negative inside) on slice `z`; `None`
     /// without annotated slices.
     pub fn signed_distance(&self, z: usize) -> Option<Image2D<f32>> {
-        let (first, last) = (self.anchors.first()?, self.anchors.last()?);
-        let tapered = |(end, sdf): &(usize, Image2D<f32>)| {
-            let beyond = z.abs_diff(*end) as f64 * self.slice_mm - self.hold_mm;
+        let (first, last) = (self.anchors.first()?.0, self.anchors.last()?.0);
+        let tapered = |n: usize| {
+            let beyond = z.abs_diff(self.anchors[n].0) as f64 * self.slice_mm - self.hold_mm;
             let grow = self.taper * beyond.max(0.0) as f32;
-            sdf.map(|d| d + grow)
+            self.anchor_at(n, z).map(|d| d + grow)
         };
-        if z <= first.0 {
-            return Some(tapered(first));
+        if z <= first {
+            return Some(tapered(0));
         }
-        if z >= last.0 {
-            return Some(tapered(last));
+        if z >= last {
+            return Some(tapered(self.anchors.len() - 1));
         }
         let n = self.anchors.partition_point(|(a, _)| *a <= z);
-        let ((za, a), (zb, b)) = (&self.anchors[n - 1], &self.anchors[n]);
-        if *za == z {
-            return Some(a.clone());
+        let (za, zb) = (self.anchors[n - 1].0, self.anchors[n].0);
+        if za == z {
+            return Some(self.anchors[n - 1].1.clone());
         }
         if self.between == Between::Nearest {
             return Some(if z - za <= zb - z {
-                a.clone()
+                self.anchor_at(n - 1, z)
             } else {
-                b.clone()
+                self.anchor_at(n, z)
             });
         }
+        let (a, b) = (self.anchor_at(n - 1, z), self.anchor_at(n, z));
         let t = (z - za) as f32 / (zb - za) as f32;
         let data = a
             .data
@@ -161,6 +181,141 @@ impl ShapePrior {
             .map(|(da, db)| (1.0 - t) * da + t * db)
             .collect();
         Some(Image2D::new(a.width, a.height, data))
+    }
+
+    /// Anchor `n`'s signed distance as seen from slice `z`: carried along the image
+    /// when the prior is [guided](Self::guided) and `z` is in reach, else unchanged.
+    fn anchor_at(&self, n: usize, z: usize) -> Image2D<f32> {
+        let mut sdf = self.anchors[n].1.clone();
+        if let Some(guide) = &self.guide
+            && let Some(carried) = guide.carried.get(&(n, z))
+        {
+            let (x0, y0, w, h) = guide.crop;
+            for y in 0..h {
+                let row = x0 + sdf.width * (y0 + y);
+                sdf.data[row..row + w].copy_from_slice(&carried.data[w * y..w * (y + 1)]);
+            }
+        }
+        sdf
+    }
+
+    /// The same prior guided by the image: every annotation's shape is carried slice
+    /// by slice to the slices around it (up to the neighbouring annotations, and beyond
+    /// the ends as far as the prior reaches) along the deformation that [`Demons`]
+    /// find between neighbouring slices, instead of being copied where it was drawn.
+    /// `image(z)` gives slice `z` of the volume (intensities mapped to [0, 1], e.g.
+    /// [`super::register::registration_slice`]); `slice_count` the slices along the
+    /// axis. Registration runs in a crop around the annotations only. Without a
+    /// non-empty annotation nothing changes.
+    ///
+    /// Not in the paper: an image-aware shape prior (`docs/engine.md`).
+    pub fn guided(
+        mut self,
+        slice_count: usize,
+        image: impl Fn(usize) -> Image2D<f32>,
+        demons: &Demons,
+    ) -> Self {
+        let Some(crop) = self.annotation_crop() else {
+            return self;
+        };
+        let (x0, y0, w, h) = crop;
+        let cropped = |z: usize| -> Image2D<f32> {
+            let full = image(z);
+            let mut data = Vec::with_capacity(w * h);
+            for y in 0..h {
+                let row = x0 + full.width * (y0 + y);
+                data.extend_from_slice(&full.data[row..row + w]);
+            }
+            Image2D::new(w, h, data)
+        };
+        let mut slices: std::collections::HashMap<usize, Image2D<f32>> = Default::default();
+        let mut fields: std::collections::HashMap<(usize, usize), Displacement> =
+            Default::default();
+        let mut carried = std::collections::HashMap::new();
+        let count = self.anchors.len();
+        for n in 0..count {
+            let z = self.anchors[n].0;
+            let lo = if n == 0 {
+                z.saturating_sub(self.reach_slices(n))
+            } else {
+                self.anchors[n - 1].0 + 1
+            };
+            let hi = if n + 1 == count {
+                (z + self.reach_slices(n)).min(slice_count.saturating_sub(1))
+            } else {
+                self.anchors[n + 1].0 - 1
+            };
+            let start = self.anchors[n].1.clone();
+            let start: Image2D<f32> = {
+                let mut data = Vec::with_capacity(w * h);
+                for y in 0..h {
+                    let row = x0 + start.width * (y0 + y);
+                    data.extend_from_slice(&start.data[row..row + w]);
+                }
+                Image2D::new(w, h, data)
+            };
+            for (range, step) in [
+                ((z + 1..=hi).collect::<Vec<_>>(), -1isize),
+                ((lo..z).rev().collect::<Vec<_>>(), 1isize),
+            ] {
+                let mut sdf = start.clone();
+                for target in range {
+                    // The field that carries slice `from` onto slice `target`.
+                    let from = (target as isize + step) as usize;
+                    let field = fields.entry((target, from)).or_insert_with(|| {
+                        for s in [target, from] {
+                            slices.entry(s).or_insert_with(|| cropped(s));
+                        }
+                        demons.register(&slices[&target], &slices[&from])
+                    });
+                    sdf = field.warp(&sdf);
+                    carried.insert((n, target), sdf.clone());
+                }
+            }
+        }
+        self.guide = Some(Guide { crop, carried });
+        self
+    }
+
+    /// The bounding box of every annotation's inside, widened by
+    /// [`GUIDE_MARGIN_PX`] or half its size, clamped to the slice; `None` when all
+    /// annotations are empty.
+    fn annotation_crop(&self) -> Option<(usize, usize, usize, usize)> {
+        let (width, height) = {
+            let a = &self.anchors.first()?.1;
+            (a.width, a.height)
+        };
+        let (mut x_lo, mut y_lo, mut x_hi, mut y_hi) = (usize::MAX, usize::MAX, 0, 0);
+        for (_, sdf) in &self.anchors {
+            for (i, _) in sdf.data.iter().enumerate().filter(|(_, d)| **d < 0.0) {
+                let (x, y) = (i % width, i / width);
+                (x_lo, x_hi, y_lo, y_hi) = (x_lo.min(x), x_hi.max(x), y_lo.min(y), y_hi.max(y));
+            }
+        }
+        if x_lo > x_hi {
+            return None;
+        }
+        let mx = GUIDE_MARGIN_PX.max((x_hi - x_lo + 1) / 2);
+        let my = GUIDE_MARGIN_PX.max((y_hi - y_lo + 1) / 2);
+        let (x0, y0) = (x_lo.saturating_sub(mx), y_lo.saturating_sub(my));
+        let (x1, y1) = ((x_hi + mx).min(width - 1), (y_hi + my).min(height - 1));
+        Some((x0, y0, x1 - x0 + 1, y1 - y0 + 1))
+    }
+
+    /// How many slices beyond end anchor `n` the prior can still be non-empty: the
+    /// hold, then until the taper has closed the shape (the whole axis without taper).
+    fn reach_slices(&self, n: usize) -> usize {
+        let depth = -self.anchors[n]
+            .1
+            .data
+            .iter()
+            .copied()
+            .fold(0.0f32, f32::min);
+        if self.taper <= 0.0 {
+            return usize::MAX / 2;
+        }
+        let mm = self.hold_mm + f64::from(depth / self.taper);
+        (mm / self.slice_mm.max(1e-6)).ceil() as usize + 1
     }
 
     /// The prior's mask on slice `z` (signed distance below zero); empty without
@@ -383,5 +538,61 @@ mod tests {
         );
         assert!(none.signed_distance(3).is_none());
         assert_eq!(area(&none.mask(3, 21, 21)), 0);
+    }
+
+    /// A disc of radius `r` centred at `(cx, cy)` on a `w`×`w` grid.
+    fn disc_at(w: usize, cx: f64, cy: f64, r: f64) -> Image2D<u8> {
+        let data = (0..w * w)
+            .map(|n| u8::from(((n % w) as f64 - cx).hypot((n / w) as f64 - cy) <= r))
+            .collect();
+        Image2D::new(w, w, data)
+    }
+
+    #[test]
+    fn the_guided_prior_follows_a_structure_that_drifts_across_slices() {
+        // A bright disc (radius 6) moves 1 pixel along x per slice on a 48×48 grid;
+        // annotated on slices 0 and 10 (10 px apart), the prior at slice 3 should sit
+        // where the image has it (centre x = 17), not at the nearer annotation (x = 14).
+        let w = 48;
+        let centre = |z: usize| 14.0 + z as f64;
+        let truth = |z: usize| disc_at(w, centre(z), 24.0, 6.0);
+        let image = |z: usize| truth(z).map(f32::from);
+        let (a, b) = (truth(0), truth(10));
+        let plain = ShapePrior::new([(0, &a), (10, &b)], (1.0, 1.0), 2.5, 8.0)
+            .with_between(Between::Nearest);
+        let guided = plain.clone().guided(14, image, &Demons::default());
+        let dice = |m: &Image2D<u8>, t: &Image2D<u8>| {
+            let both = m
+                .data
+                .iter()
+                .zip(&t.data)
+                .filter(|(p, q)| **p != 0 && **q != 0);
+            2.0 * both.count() as f64 / (area(m) + area(t)) as f64
+        };
+        for z in [2, 3, 7, 8] {
+            let (p, g) = (plain.mask(z, w, w), guided.mask(z, w, w));
+            let (dp, dg) = (dice(&p, &truth(z)), dice(&g, &truth(z)));
+            assert!(
+                dg > 0.85 && dg > dp + 0.1,
+                "slice {z}: guided {dg:.3}, plain {dp:.3}"
+            );
+        }
+        // Annotated slices stay exactly as drawn; beyond the last one the carried
+        // shape keeps following the disc (hold: half the gap, 12.5 mm = 5 slices).
+        assert_eq!(guided.mask(10, w, w).data, b.data);
+        let beyond = guided.mask(12, w, w);
+        assert!(
+            dice(&beyond, &truth(12)) > 0.85,
+            "{}",
+            dice(&beyond, &truth(12))
+        );
+        // Without any non-empty annotation guidance changes nothing.
+        let empty = Image2D::filled(w, w, 0u8);
+        let none = ShapePrior::new([(0, &empty)], (1.0, 1.0), 2.5, 8.0).guided(
+            14,
+            image,
+            &Demons::default(),
+        );
+        assert_eq!(area(&none.mask(1, w, w)), 0);
     }
 }
