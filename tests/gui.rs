@@ -983,14 +983,14 @@ fn the_interpolation_can_follow_the_image() {
         other => panic!("the default strategy is chained, not {other:?}"),
     };
     let before = guided(&h);
-    h.get_by_label("interpolation follows the image").click();
+    h.get_by_label("your shapes follow the image").click();
     h.step();
     assert_eq!(
         guided(&h),
         !before,
         "the checkbox switches the guided prior"
     );
-    h.get_by_label("interpolation follows the image").click();
+    h.get_by_label("your shapes follow the image").click();
     h.step();
     assert_eq!(guided(&h), before);
 }

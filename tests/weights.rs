@@ -115,20 +115,30 @@ fn shipped_weights_segment_the_mandible_of_a_validation_ct_from_three_slices() {
 /// still failing for weights that do not segment (random, stale or mismatched ones).
 const TRAINED_FLOOR: f64 = 0.45;
 
-/// In the default chained propagation the shipped network earns its share of the blend:
-/// on the same mandible, the blend scores clearly above the shape prior it is blended
-/// with (measured: 0.648 against 0.549 for the prior alone and 0.562 for the paper's
-/// one-shot propagation; `docs/evaluation.md`), and random weights do not.
+/// Blended with the plain shape-based interpolation (no registration; the chained
+/// defaults before the guided prior), the shipped network earns its share: on the same
+/// mandible the blend scores clearly above the interpolation it is blended with
+/// (measured: 0.648 against 0.549 for the interpolation alone and 0.562 for the paper's
+/// one-shot propagation; `docs/evaluation.md`), and random weights do not. With the
+/// default guided prior the network's share is smaller (0.699 against 0.705 for the
+/// guided prior alone on this mandible, +0.003 over all validation patients), too small
+/// to tell weights apart.
 #[test]
 fn the_shipped_network_adds_to_the_shape_prior_in_chained_propagation() {
     let Some((image, truth)) = pt_201_mandible() else {
         return;
     };
     let dice_with = |weights, strategy| dice_from_three_slices(&image, &truth, weights, strategy).0;
-    let chain = Strategy::default();
+    let interpolating = ChainOptions {
+        prior_weight: 0.6,
+        between: icseg::volume::interpolate::Between::Interpolate,
+        guided: false,
+        ..ChainOptions::default()
+    };
+    let chain = Strategy::Chain(interpolating);
     let prior_only = Strategy::Chain(ChainOptions {
         prior_weight: 1.0,
-        ..ChainOptions::default()
+        ..interpolating
     });
     let shipped = WeightsChoice::File(shipped_weights());
     let blended = dice_with(shipped.clone(), chain);

@@ -118,7 +118,7 @@ pub struct StrategyArgs {
     pub hold_mm: Option<f32>,
     /// chain: the prior between two annotations: `interp` (shape-based interpolation)
     /// or `nearest` (the nearer annotation copied).
-    #[arg(long, default_value = "interp", value_parser = ["interp", "nearest"])]
+    #[arg(long, default_value = "nearest", value_parser = ["interp", "nearest"])]
     pub between: String,
     /// chain: carry each annotation's shape along a deformable registration of
     /// neighbouring slices (an image-guided prior) instead of copying it where it was

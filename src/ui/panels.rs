@@ -396,7 +396,7 @@ fn strategy_ui(ui: &mut egui::Ui, state: &AppState) -> Vec<Action> {
         let a = ui
             .radio_value(&mut chained, true, "chained")
             .on_hover_text(
-                "Each slice uses its nearest annotated slices and the slices predicted just before it; the structure ends at the first empty slice; the result is blended with shape-based interpolation",
+                "Each slice uses its nearest annotated slices (and, with memory, the slices predicted just before it); the structure ends at the first empty slice; the result is blended with the shape of your nearest slice, carried along the image",
             )
             .changed();
         let b = ui
@@ -412,16 +412,16 @@ fn strategy_ui(ui: &mut egui::Ui, state: &AppState) -> Vec<Action> {
     if let Some(mut c) = state.chain {
         let mut changed = false;
         ui.horizontal(|ui| {
-            ui.label("interpolation");
+            ui.label("your shapes");
             changed |= ui
                 .add(egui::Slider::new(&mut c.prior_weight, 0.0..=1.0).fixed_decimals(2))
                 .on_hover_text(
-                    "How much shape-based interpolation of your slices counts against the network: 0 network only, 1 interpolation only",
+                    "How much the shapes of your slices (carried to each slice) count against the network: 0 network only, 1 your shapes only",
                 )
                 .changed();
         });
         changed |= ui
-            .checkbox(&mut c.guided, "interpolation follows the image")
+            .checkbox(&mut c.guided, "your shapes follow the image")
             .on_hover_text(
                 "Carry each of your slices to its neighbours along a registration of the image (the structure moves and bends with the anatomy) instead of copying it where you drew it",
             )

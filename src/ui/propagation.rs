@@ -217,12 +217,18 @@ pub fn chain_summary(c: &engine::ChainOptions, queried: usize, asked: usize) -> 
         "; the network ran on {queried} of {asked} slices (beyond the annotations the structure ends at the first empty slice)."
     ));
     if c.prior_weight > 0.0 {
+        let prior = match c.between {
+            crate::volume::interpolate::Between::Interpolate => {
+                "shape-based interpolation of your slices"
+            }
+            crate::volume::interpolate::Between::Nearest => "the shape of your nearest slice",
+        };
         text.push_str(&format!(
-            " The result is {:.0} % network and {:.0} % shape-based interpolation of your slices{}.",
+            " The result is {:.0} % network and {:.0} % {prior}{}.",
             (1.0 - c.prior_weight) * 100.0,
             c.prior_weight * 100.0,
             if c.guided {
-                ", each carried along a registration of neighbouring slices"
+                ", carried along a registration of neighbouring slices"
             } else {
                 ""
             }
@@ -831,6 +837,8 @@ mod tests {
         let options = engine::ChainOptions {
             memory: 2,
             prior_weight: 0.5,
+            between: crate::volume::interpolate::Between::Interpolate,
+            guided: false,
             ..Default::default()
         };
         let text = chain_summary(&options, 31, 120);
@@ -845,6 +853,13 @@ mod tests {
         assert!(
             text.contains("50 % network and 50 % shape-based interpolation"),
             "{text}"
+        );
+        let guided = chain_summary(&engine::ChainOptions::default(), 31, 120);
+        assert!(
+            guided.contains(
+                "70 % the shape of your nearest slice, carried along a registration of neighbouring slices"
+            ),
+            "{guided}"
         );
         let plain = engine::ChainOptions {
             nearest: 1,

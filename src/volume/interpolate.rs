@@ -218,21 +218,9 @@ impl ShapePrior {
         let Some(crop) = self.annotation_crop() else {
             return self;
         };
-        let (x0, y0, w, h) = crop;
-        let cropped = |z: usize| -> Image2D<f32> {
-            let full = image(z);
-            let mut data = Vec::with_capacity(w * h);
-            for y in 0..h {
-                let row = x0 + full.width * (y0 + y);
-                data.extend_from_slice(&full.data[row..row + w]);
-            }
-            Image2D::new(w, h, data)
-        };
-        let mut slices: std::collections::HashMap<usize, Image2D<f32>> = Default::default();
-        let mut fields: std::collections::HashMap<(usize, usize), Displacement> =
-            Default::default();
-        let mut carried = std::collections::HashMap::new();
+        // Every chain: an anchor, the direction, and the slices it is carried to in order.
         let count = self.anchors.len();
+        let mut chains: Vec<(usize, Vec<usize>)> = Vec::new();
         for n in 0..count {
             let z = self.anchors[n].0;
             let lo = if n == 0 {
@@ -241,36 +229,65 @@ impl ShapePrior {
                 self.anchors[n - 1].0 + 1
             };
             let hi = if n + 1 == count {
-                (z + self.reach_slices(n)).min(slice_count.saturating_sub(1))
+                z.saturating_add(self.reach_slices(n))
+                    .min(slice_count.saturating_sub(1))
             } else {
                 self.anchors[n + 1].0 - 1
             };
-            let start = self.anchors[n].1.clone();
-            let start: Image2D<f32> = {
-                let mut data = Vec::with_capacity(w * h);
-                for y in 0..h {
-                    let row = x0 + start.width * (y0 + y);
-                    data.extend_from_slice(&start.data[row..row + w]);
-                }
-                Image2D::new(w, h, data)
-            };
-            for (range, step) in [
-                ((z + 1..=hi).collect::<Vec<_>>(), -1isize),
-                ((lo..z).rev().collect::<Vec<_>>(), 1isize),
-            ] {
-                let mut sdf = start.clone();
-                for target in range {
-                    // The field that carries slice `from` onto slice `target`.
-                    let from = (target as isize + step) as usize;
-                    let field = fields.entry((target, from)).or_insert_with(|| {
-                        for s in [target, from] {
-                            slices.entry(s).or_insert_with(|| cropped(s));
-                        }
-                        demons.register(&slices[&target], &slices[&from])
-                    });
-                    sdf = field.warp(&sdf);
-                    carried.insert((n, target), sdf.clone());
-                }
+            chains.push((n, (z + 1..=hi).collect()));
+            chains.push((n, (lo..z).rev().collect()));
+        }
+        // Each step needs the field that carries the slice before it (towards the
+        // anchor) onto it; the fields are independent and are computed in parallel.
+        let previous = |n: usize, target: usize| {
+            if target > self.anchors[n].0 {
+                target - 1
+            } else {
+                target + 1
+            }
+        };
+        let mut pairs: Vec<(usize, usize)> = chains
+            .iter()
+            .flat_map(|(n, targets)| targets.iter().map(move |&t| (t, previous(*n, t))))
+            .collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        let mut needed: Vec<usize> = pairs.iter().flat_map(|&(t, f)| [t, f]).collect();
+        needed.sort_unstable();
+        needed.dedup();
+        let slices: std::collections::HashMap<usize, Image2D<f32>> = needed
+            .into_iter()
+            .map(|z| (z, cut(&image(z), crop)))
+            .collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |t| t.get())
+            .clamp(1, pairs.len().max(1));
+        let fields: std::collections::HashMap<(usize, usize), Displacement> =
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..threads)
+                    .map(|worker| {
+                        let (pairs, slices) = (&pairs, &slices);
+                        scope.spawn(move || {
+                            pairs
+                                .iter()
+                                .skip(worker)
+                                .step_by(threads)
+                                .map(|&(t, f)| ((t, f), demons.register(&slices[&t], &slices[&f])))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .flat_map(|w| w.join().expect("a registration thread panicked"))
+                    .collect()
+            });
+        let mut carried = std::collections::HashMap::new();
+        for (n, targets) in &chains {
+            let mut sdf = cut(&self.anchors[*n].1, crop);
+            for &target in targets {
+                sdf = fields[&(target, previous(*n, target))].warp(&sdf);
+                carried.insert((*n, target), sdf.clone());
             }
         }
         self.guide = Some(Guide { crop, carried });
@@ -337,6 +354,16 @@ impl ShapePrior {
             None => Image2D::filled(width, height, 0.0),
         }
     }
+}
+
+/// The part `(left, top, width, height)` of `image`.
+fn cut(image: &Image2D<f32>, (x0, y0, w, h): (usize, usize, usize, usize)) -> Image2D<f32> {
+    let mut data = Vec::with_capacity(w * h);
+    for y in 0..h {
+        let row = x0 + image.width * (y0 + y);
+        data.extend_from_slice(&image.data[row..row + w]);
+    }
+    Image2D::new(w, h, data)
 }
 
 /// Signed Euclidean distance (mm) to the mask boundary: negative inside, positive

@@ -1023,19 +1023,13 @@ impl AppState {
         }
     }
 
-    /// How the next propagation uses the support set.
-    /// Between the user's first and last slice only (both ends given), the prior copies
-    /// the nearer annotation instead of interpolating from the (small, atypical) end
-    /// slices: on the `ends` protocol this scored 0.649 against 0.614
-    /// (`docs/evaluation.md`).
+    /// How the next propagation uses the support set: the chained options as set in
+    /// the panel (by default the prior carries the nearer annotation along the image,
+    /// which also suits "only between my first and last slice": `docs/evaluation.md`),
+    /// or the paper's one-shot propagation.
     pub fn strategy(&self) -> crate::engine::Strategy {
         match self.chain {
-            Some(mut options) => {
-                if self.propagate_margin == Some(0) {
-                    options.between = crate::volume::interpolate::Between::Nearest;
-                }
-                crate::engine::Strategy::Chain(options)
-            }
+            Some(options) => crate::engine::Strategy::Chain(options),
             None => crate::engine::Strategy::OneShot {
                 support_size: self.support_size,
             },

@@ -591,18 +591,20 @@ fn opening_another_volume_over_unsaved_work_asks_first() {
 }
 
 #[test]
-fn propagating_only_between_the_ends_copies_the_nearer_annotation_in_the_prior() {
+fn by_default_the_prior_carries_the_nearer_annotation_along_the_image() {
     use crate::engine::Strategy;
     use crate::volume::interpolate::Between;
     let dir = tempfile::tempdir().unwrap();
     let mut s = state_with_doc(dir.path());
-    let between = |s: &AppState| match s.strategy() {
-        Strategy::Chain(c) => Some(c.between),
+    let prior = |s: &AppState| match s.strategy() {
+        Strategy::Chain(c) => Some((c.between, c.guided)),
         Strategy::OneShot { .. } => None,
     };
-    assert_eq!(between(&s), Some(Between::Interpolate));
+    assert_eq!(prior(&s), Some((Between::Nearest, true)));
+    // Also when only the ends are given: the end slices are atypical, interpolating
+    // from them shrinks the structure.
     s.apply(Action::SetPropagateMargin(Some(0)));
-    assert_eq!(between(&s), Some(Between::Nearest));
+    assert_eq!(prior(&s), Some((Between::Nearest, true)));
     s.apply(Action::SetChain(None));
-    assert_eq!(between(&s), None, "one-shot has no prior");
+    assert_eq!(prior(&s), None, "one-shot has no prior");
 }
