@@ -13,7 +13,7 @@
 //! evaluation's `interp` baseline and the app's "Fill between slices" use the plain
 //! interpolation.
 
-use super::register::{Demons, Displacement};
+use super::register::{Demons, Displacement, downsample, registration_factor};
 use super::{Axis, Image2D, LabelMap, LabelValue};
 
 /// How far beyond a single annotated slice the prior holds its shape (mm): the range of
@@ -255,9 +255,12 @@ impl ShapePrior {
         let mut needed: Vec<usize> = pairs.iter().flat_map(|&(t, f)| [t, f]).collect();
         needed.sort_unstable();
         needed.dedup();
+        // Fine grids are registered reduced (`registration_factor`), the fields scaled
+        // back to the crop when they are used.
+        let factor = registration_factor(self.pixel_mm, crop.2, crop.3);
         let slices: std::collections::HashMap<usize, Image2D<f32>> = needed
             .into_iter()
-            .map(|z| (z, cut(&image(z), crop)))
+            .map(|z| (z, downsample(&cut(&image(z), crop), factor)))
             .collect();
         let threads = std::thread::available_parallelism()
             .map_or(1, |t| t.get())
@@ -286,7 +289,8 @@ impl ShapePrior {
         for (n, targets) in &chains {
             let mut sdf = cut(&self.anchors[*n].1, crop);
             for &target in targets {
-                sdf = fields[&(target, previous(*n, target))].warp(&sdf);
+                let field = &fields[&(target, previous(*n, target))];
+                sdf = field.upsample(factor, crop.2, crop.3).warp(&sdf);
                 carried.insert((*n, target), sdf.clone());
             }
         }
