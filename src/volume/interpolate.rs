@@ -316,8 +316,11 @@ impl ShapePrior {
         if x_lo > x_hi {
             return None;
         }
-        let mx = GUIDE_MARGIN_PX.max((x_hi - x_lo + 1) / 2);
-        let my = GUIDE_MARGIN_PX.max((y_hi - y_lo + 1) / 2);
+        let (box_w, box_h) = (x_hi - x_lo + 1, y_hi - y_lo + 1);
+        let (mx, my) = (
+            GUIDE_MARGIN_PX.max(box_w / 2),
+            GUIDE_MARGIN_PX.max(box_h / 2),
+        );
         let (x0, y0) = (x_lo.saturating_sub(mx), y_lo.saturating_sub(my));
         let (x1, y1) = ((x_hi + mx).min(width - 1), (y_hi + my).min(height - 1));
         Some((x0, y0, x1 - x0 + 1, y1 - y0 + 1))
