@@ -970,7 +970,7 @@ fn painting_in_the_coronal_view_then_propagating_fills_coronal_slices() {
 }
 
 #[test]
-fn the_interpolation_can_follow_the_image() {
+fn the_shape_prior_can_follow_the_image() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = harness(config(
         dir.path(),

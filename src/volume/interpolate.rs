@@ -9,6 +9,9 @@
 //! or [`SINGLE_SLICE_HOLD_MM`] with one annotation) and then lets its shape shrink by
 //! `taper` millimetres per millimetre (a cone closing the structure); it can be read
 //! as a soft probability.
+//! Guided ([`ShapePrior::guided`]), each annotation is carried to the slices around it
+//! along a deformable registration of neighbouring slices (`volume::register`) instead
+//! of being copied where it was drawn.
 //! The engine blends it with the network's probabilities (`engine::chain`); the
 //! evaluation's `interp` baseline and the app's "Fill between slices" use the plain
 //! interpolation.
