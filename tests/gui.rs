@@ -994,3 +994,29 @@ fn the_shape_prior_can_follow_the_image() {
     h.step();
     assert_eq!(guided(&h), before);
 }
+
+#[test]
+fn edges_can_follow_the_intensities() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(config(
+        dir.path(),
+        std::process::id(),
+        Duration::from_secs(3600),
+    ));
+    wait_for_sample(&mut h);
+    let intensity = |h: &Harness<'_, IcsegApp>| match h.state().state.strategy() {
+        icseg::engine::Strategy::Chain(c) => c.intensity,
+        other => panic!("the default strategy is chained, not {other:?}"),
+    };
+    assert_eq!(
+        intensity(&h),
+        icseg::engine::INTENSITY_WEIGHT,
+        "on by default"
+    );
+    h.get_by_label("edges follow the intensities").click();
+    h.step();
+    assert_eq!(intensity(&h), 0.0, "the checkbox turns the evidence off");
+    h.get_by_label("edges follow the intensities").click();
+    h.step();
+    assert_eq!(intensity(&h), icseg::engine::INTENSITY_WEIGHT);
+}

@@ -76,6 +76,7 @@ fn network_strategy(spec: &str) -> anyhow::Result<Option<Strategy>> {
             ("chain", "nearest") => chain.nearest = value.parse().with_context(bad)?,
             ("chain", "memory") => chain.memory = value.parse().with_context(bad)?,
             ("chain", "prior") => chain.prior_weight = value.parse().with_context(bad)?,
+            ("chain", "intensity") => chain.intensity = value.parse().with_context(bad)?,
             ("chain", "taper") => chain.taper = value.parse().with_context(bad)?,
             ("chain", "hold") => chain.hold_mm = Some(value.parse().with_context(bad)?),
             ("chain", "between") => {

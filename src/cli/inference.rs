@@ -125,6 +125,10 @@ pub struct StrategyArgs {
     /// drawn.
     #[arg(long, default_value_t = ChainOptions::default().guided, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub guided: bool,
+    /// chain: weight of the structure's own intensity evidence (learned from the
+    /// annotated slices) near the prior's boundary; 0 turns it off.
+    #[arg(long, default_value_t = ChainOptions::default().intensity)]
+    pub intensity: f32,
     /// oneshot: segment each slice with only the N annotated slices most similar to it
     /// (by the network's Attention Mapper Encoder embeddings, paper §4.3) when more are
     /// listed (default: every listed slice for every query).
@@ -141,6 +145,7 @@ impl StrategyArgs {
             "--prior-weight must lie between 0 and 1"
         );
         anyhow::ensure!(self.taper >= 0.0, "--taper must not be negative");
+        anyhow::ensure!(self.intensity >= 0.0, "--intensity must not be negative");
         Ok(match self.strategy.as_str() {
             "oneshot" => Strategy::OneShot {
                 support_size: self.support_size,
@@ -157,6 +162,7 @@ impl StrategyArgs {
                     crate::volume::interpolate::Between::Interpolate
                 },
                 guided: self.guided,
+                intensity: self.intensity,
             }),
         })
     }

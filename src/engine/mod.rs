@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-pub use chain::ChainOptions;
+pub use chain::{ChainOptions, INTENSITY_WEIGHT};
 pub use device::{AdapterSummary, ComputeDevice, DeviceChoice, list_adapters, select_device};
 pub use predictor::{
     CacheUse, ExplainedStage, Explanation, Predictor, PreparedSupport, QueryInputs, SupportSet,

@@ -426,6 +426,21 @@ fn strategy_ui(ui: &mut egui::Ui, state: &AppState) -> Vec<Action> {
                 "Carry each of your slices to its neighbours along a registration of the image (the structure moves and bends with the anatomy) instead of copying it where you drew it",
             )
             .changed();
+        let mut intensity = c.intensity > 0.0;
+        if ui
+            .checkbox(&mut intensity, "edges follow the intensities")
+            .on_hover_text(
+                "Near the predicted edge, pixels that look like the inside of your slices (or like what surrounds it) are pulled in (or out): bone, muscle, fat and air keep their borders",
+            )
+            .changed()
+        {
+            c.intensity = if intensity {
+                crate::engine::INTENSITY_WEIGHT
+            } else {
+                0.0
+            };
+            changed = true;
+        }
         ui.horizontal(|ui| {
             changed |= ui
                 .add(

@@ -234,6 +234,11 @@ pub fn chain_summary(c: &engine::ChainOptions, queried: usize, asked: usize) -> 
             }
         ));
     }
+    if c.intensity > 0.0 {
+        text.push_str(
+            " Near its edge the boundary was pulled onto the image by the intensities inside and around your slices' shapes.",
+        );
+    }
     text
 }
 
@@ -861,10 +866,12 @@ mod tests {
             ),
             "{guided}"
         );
+        assert!(guided.contains("intensities"), "{guided}");
         let plain = engine::ChainOptions {
             nearest: 1,
             memory: 0,
             prior_weight: 0.0,
+            intensity: 0.0,
             ..Default::default()
         };
         let text = chain_summary(&plain, 5, 5);
@@ -874,7 +881,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            !text.contains("interpolation") && !text.contains("just before"),
+            !text.contains("interpolation")
+                && !text.contains("just before")
+                && !text.contains("intensities"),
             "{text}"
         );
     }

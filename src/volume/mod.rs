@@ -22,6 +22,7 @@ mod geometry;
 mod image2d;
 pub mod interpolate;
 mod labels;
+pub mod likelihood;
 pub mod register;
 mod resample;
 
