@@ -115,8 +115,8 @@ fn shipped_weights_segment_the_mandible_of_a_validation_ct_from_three_slices() {
 /// still failing for weights that do not segment (random, stale or mismatched ones).
 const TRAINED_FLOOR: f64 = 0.45;
 
-/// Blended with the plain shape-based interpolation (no registration; the chained
-/// defaults before the guided prior), the shipped network earns its share: on the same
+/// Blended with the plain shape-based interpolation (no registration, no intensity
+/// evidence; the chained defaults before the guided prior), the shipped network earns its share: on the same
 /// mandible the blend scores clearly above the interpolation it is blended with
 /// (measured: 0.648 against 0.549 for the interpolation alone and 0.562 for the paper's
 /// one-shot propagation; `docs/evaluation.md`), and random weights do not. With the
@@ -133,6 +133,7 @@ fn the_shipped_network_adds_to_the_shape_prior_in_chained_propagation() {
         prior_weight: 0.6,
         between: icseg::volume::interpolate::Between::Interpolate,
         guided: false,
+        intensity: 0.0,
         ..ChainOptions::default()
     };
     let chain = Strategy::Chain(interpolating);
