@@ -522,37 +522,43 @@ impl<'a> ChainRun<'a> {
         } else {
             vec![self.zeros.clone(); slices.len()]
         };
-        if let Some(prior) = &self.prior {
-            let (w, h) = (self.zeros.width, self.zeros.height);
-            for (p, &z) in predicted.iter_mut().zip(slices) {
-                let q = prior.probability(z, w, h);
+        for (p, &z) in predicted.iter_mut().zip(slices) {
+            // The prior's signed distance, computed once: it gives the prior's
+            // probabilities and bounds where the intensity evidence applies.
+            let distance = self
+                .prior
+                .as_ref()
+                .and_then(|prior| prior.signed_distance(z));
+            if let Some(prior) = &self.prior {
+                let q = match &distance {
+                    Some(d) => prior.probability_of_distance(d),
+                    None => self.zeros.clone(),
+                };
                 for (v, pv) in p.data.iter_mut().zip(&q.data) {
                     *v = (1.0 - self.weight) * *v + self.weight * pv;
                 }
             }
-        }
-        if let Some(model) = &self.intensity {
-            for (p, &z) in predicted.iter_mut().zip(slices) {
-                self.add_intensity_evidence(model, z, p);
+            if let Some(model) = &self.intensity {
+                self.add_intensity_evidence(model, z, distance.as_ref(), p);
             }
         }
         Ok(predicted)
     }
 
     /// Adds the intensity evidence of slice `z` to the log-odds of its probabilities
-    /// `p`, within [`RING_MM`] of the prior's boundary (everywhere without a prior).
-    fn add_intensity_evidence(&self, model: &IntensityModel, z: usize, p: &mut Image2D<f32>) {
+    /// `p`, within [`RING_MM`] of the prior's boundary (`distance`, the prior's signed
+    /// distance on the slice; everywhere without one).
+    fn add_intensity_evidence(
+        &self,
+        model: &IntensityModel,
+        z: usize,
+        distance: Option<&Image2D<f32>>,
+        p: &mut Image2D<f32>,
+    ) {
         let image = self.support.volume.slice(self.support.axis, z);
-        let band = self
-            .prior
-            .as_ref()
-            .and_then(|prior| prior.signed_distance(z));
         let beta = self.options.intensity;
         for (i, v) in p.data.iter_mut().enumerate() {
-            if band
-                .as_ref()
-                .is_some_and(|d| f64::from(d.data[i].abs()) > RING_MM)
-            {
+            if distance.is_some_and(|d| f64::from(d.data[i].abs()) > RING_MM) {
                 continue;
             }
             let clamped = v.clamp(1e-4, 1.0 - 1e-4);

@@ -358,11 +358,17 @@ impl ShapePrior {
     /// edge is one pixel wide (0.5 on the interpolated boundary, ≈0.88 one pixel
     /// inside); all zero without annotated slices.
     pub fn probability(&self, z: usize, width: usize, height: usize) -> Image2D<f32> {
-        let scale = (0.5 * self.pixel_mm).max(1e-3) as f32;
         match self.signed_distance(z) {
-            Some(d) => d.map(|v| 1.0 / (1.0 + (v / scale).exp())),
+            Some(d) => self.probability_of_distance(&d),
             None => Image2D::filled(width, height, 0.0),
         }
+    }
+
+    /// [`Self::probability`] of a signed distance map this prior gave
+    /// ([`Self::signed_distance`]), for callers that need both.
+    pub fn probability_of_distance(&self, distance: &Image2D<f32>) -> Image2D<f32> {
+        let scale = (0.5 * self.pixel_mm).max(1e-3) as f32;
+        distance.map(|v| 1.0 / (1.0 + (v / scale).exp()))
     }
 }
 
