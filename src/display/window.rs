@@ -1,6 +1,6 @@
 //! Window/level: which intensities map to black and white.
 
-use crate::volume::{Modality, Volume};
+use crate::volume::{Modality, Volume, nearest_rank, sorted_finite_sample};
 
 /// A display window: values `centre ± width/2` span black to white.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -110,24 +110,16 @@ pub fn initial_window(volume: &Volume) -> WindowLevel {
 /// neither the background nor a few very bright voxels (vessels, fat, artefacts) wash out
 /// the tissue contrast. Works on a strided sample of at most ~2 M voxels.
 pub fn robust_window(voxels: &[f32]) -> WindowLevel {
-    let stride = (voxels.len() / 2_000_000).max(1);
-    let mut sample: Vec<f32> = voxels
-        .iter()
-        .step_by(stride)
-        .copied()
-        .filter(|v| v.is_finite())
-        .collect();
+    let mut sample = sorted_finite_sample(voxels, 2_000_000);
     if sample.is_empty() {
         return WindowLevel::new(0.5, 1.0);
     }
-    sample.sort_by(f32::total_cmp);
     let min = sample[0];
     let at_min = sample.partition_point(|&v| v <= min);
     if at_min * 20 > sample.len() && at_min < sample.len() {
         sample.drain(..at_min);
     }
-    let pick = |q: f64| sample[((sample.len() - 1) as f64 * q).round() as usize];
-    let (lo, hi) = (pick(0.01), pick(0.995));
+    let (lo, hi) = (nearest_rank(&sample, 0.01), nearest_rank(&sample, 0.995));
     if hi > lo {
         WindowLevel::from_range(lo, hi)
     } else {

@@ -13,8 +13,8 @@
 //! Not in the paper: classical in-context evidence added to the network's and the
 //! shape prior's (`docs/engine.md`).
 
-use super::Image2D;
 use super::interpolate::signed_distance;
+use super::{Image2D, nearest_rank};
 
 /// How far outside an annotation the surroundings are sampled (mm).
 pub const RING_MM: f64 = 10.0;
@@ -75,8 +75,7 @@ impl IntensityModel {
         }
         let mut pooled: Vec<f32> = inside.iter().chain(&ring).copied().collect();
         pooled.sort_unstable_by(f32::total_cmp);
-        let at = |p: f64| pooled[(p * (pooled.len() - 1) as f64).round() as usize];
-        let (low, high) = (at(0.01), at(0.99));
+        let (low, high) = (nearest_rank(&pooled, 0.01), nearest_rank(&pooled, 0.99));
         if high <= low {
             return None;
         }

@@ -43,6 +43,26 @@ pub fn is_inside(p: f32) -> bool {
     p >= MASK_THRESHOLD
 }
 
+/// The finite values of `values`, sorted, from every `len / max`-th one (all of them
+/// when there are at most `2 · max`): a sample for robust intensity ranges.
+pub fn sorted_finite_sample(values: &[f32], max: usize) -> Vec<f32> {
+    let stride = (values.len() / max.max(1)).max(1);
+    let mut sample: Vec<f32> = values
+        .iter()
+        .step_by(stride)
+        .copied()
+        .filter(|v| v.is_finite())
+        .collect();
+    sample.sort_unstable_by(f32::total_cmp);
+    sample
+}
+
+/// The value at fraction `q` (0–1) of `sorted` (nearest rank); `sorted` must not be
+/// empty.
+pub fn nearest_rank(sorted: &[f32], q: f64) -> f32 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
 /// The kind of acquisition a volume came from, as far as it is known.
 ///
 /// Drives sensible defaults (CT windows in Hounsfield units, percentile windows for MR).

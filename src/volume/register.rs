@@ -251,19 +251,11 @@ pub fn registration_window(volume: &Volume) -> (f32, f32) {
     if volume.modality == Modality::Ct {
         return CT_REGISTRATION_WINDOW_HU;
     }
-    let step = (volume.voxels().len() / 200_000).max(1);
-    let mut sample: Vec<f32> = volume
-        .voxels()
-        .iter()
-        .step_by(step)
-        .copied()
-        .filter(|v| v.is_finite())
-        .collect();
+    let sample = super::sorted_finite_sample(volume.voxels(), 200_000);
     if sample.is_empty() {
         return (0.0, 1.0);
     }
-    sample.sort_unstable_by(f32::total_cmp);
-    let at = |p: f64| sample[((p / 100.0) * (sample.len() - 1) as f64).round() as usize];
+    let at = |p: f64| super::nearest_rank(&sample, p / 100.0);
     let (lo, hi) = (
         at(MR_REGISTRATION_PERCENTILES.0),
         at(MR_REGISTRATION_PERCENTILES.1),
