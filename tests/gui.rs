@@ -74,6 +74,22 @@ fn wait_for_sample(h: &mut Harness<'_, IcsegApp>) {
     });
 }
 
+/// The app with the bundled sample loaded, recovery in `dir` and no autosave during
+/// the test.
+fn harness_on_sample(dir: &Path) -> Harness<'static, IcsegApp> {
+    let mut h = harness(config(dir, std::process::id(), Duration::from_secs(3600)));
+    wait_for_sample(&mut h);
+    h
+}
+
+/// The chained options the next propagation runs with (the default strategy).
+fn chain_options(h: &Harness<'_, IcsegApp>) -> icseg::engine::ChainOptions {
+    match h.state().state.strategy() {
+        icseg::engine::Strategy::Chain(c) => c,
+        other => panic!("the default strategy is chained, not {other:?}"),
+    }
+}
+
 fn view_rect(h: &Harness<'_, IcsegApp>, name: &str) -> Rect {
     h.get_by_label(name).rect()
 }
@@ -133,12 +149,7 @@ fn labels_on(app: &IcsegApp, slice: usize) -> usize {
 #[test]
 fn annotate_propagate_review_explain_and_save_the_sample() {
     let dir = tempfile::tempdir().unwrap();
-    let mut h = harness(config(
-        dir.path(),
-        std::process::id(),
-        Duration::from_secs(3600),
-    ));
-    wait_for_sample(&mut h);
+    let mut h = harness_on_sample(dir.path());
     step_until(
         &mut h,
         "the network to start",
@@ -591,12 +602,7 @@ fn the_gpu_renderer_matches_the_cpu_renderer() {
 #[test]
 fn fill_between_slices_interpolates_without_the_network() {
     let dir = tempfile::tempdir().unwrap();
-    let mut h = harness(config(
-        dir.path(),
-        std::process::id(),
-        Duration::from_secs(3600),
-    ));
-    wait_for_sample(&mut h);
+    let mut h = harness_on_sample(dir.path());
     let view = view_rect(&h, "Axial view");
     let c = view.center();
     let k0 = h.state().state.doc.as_ref().unwrap().work_slice();
@@ -847,12 +853,7 @@ fn shortcuts_work_without_a_first_click() {
 #[test]
 fn painting_in_the_coronal_view_then_propagating_fills_coronal_slices() {
     let dir = tempfile::tempdir().unwrap();
-    let mut h = harness(config(
-        dir.path(),
-        std::process::id(),
-        Duration::from_secs(3600),
-    ));
-    wait_for_sample(&mut h);
+    let mut h = harness_on_sample(dir.path());
     let coronal_axis = {
         let doc = h.state().state.doc.as_ref().unwrap();
         icseg::display::view::axes_in_display_order(doc.volume.geometry())[1]
@@ -972,16 +973,8 @@ fn painting_in_the_coronal_view_then_propagating_fills_coronal_slices() {
 #[test]
 fn the_shape_prior_can_follow_the_image() {
     let dir = tempfile::tempdir().unwrap();
-    let mut h = harness(config(
-        dir.path(),
-        std::process::id(),
-        Duration::from_secs(3600),
-    ));
-    wait_for_sample(&mut h);
-    let guided = |h: &Harness<'_, IcsegApp>| match h.state().state.strategy() {
-        icseg::engine::Strategy::Chain(c) => c.guided,
-        other => panic!("the default strategy is chained, not {other:?}"),
-    };
+    let mut h = harness_on_sample(dir.path());
+    let guided = |h: &Harness<'_, IcsegApp>| chain_options(h).guided;
     let before = guided(&h);
     h.get_by_label("your shapes follow the image").click();
     h.step();
@@ -998,16 +991,8 @@ fn the_shape_prior_can_follow_the_image() {
 #[test]
 fn edges_can_follow_the_intensities() {
     let dir = tempfile::tempdir().unwrap();
-    let mut h = harness(config(
-        dir.path(),
-        std::process::id(),
-        Duration::from_secs(3600),
-    ));
-    wait_for_sample(&mut h);
-    let intensity = |h: &Harness<'_, IcsegApp>| match h.state().state.strategy() {
-        icseg::engine::Strategy::Chain(c) => c.intensity,
-        other => panic!("the default strategy is chained, not {other:?}"),
-    };
+    let mut h = harness_on_sample(dir.path());
+    let intensity = |h: &Harness<'_, IcsegApp>| chain_options(h).intensity;
     assert_eq!(
         intensity(&h),
         icseg::engine::INTENSITY_WEIGHT,
