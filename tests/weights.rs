@@ -116,7 +116,7 @@ fn shipped_weights_segment_the_mandible_of_a_validation_ct_from_three_slices() {
 const TRAINED_FLOOR: f64 = 0.45;
 
 /// Blended with the plain shape-based interpolation (no registration, no intensity
-/// evidence; the chained defaults before the guided prior), the shipped network earns its share: on the same
+/// evidence, the same weight at every distance; the chained defaults before the guided prior), the shipped network earns its share: on the same
 /// mandible the blend scores clearly above the interpolation it is blended with
 /// (measured: 0.648 against 0.549 for the interpolation alone and 0.562 for the paper's
 /// one-shot propagation; `docs/evaluation.md`), and random weights do not. With the
@@ -134,6 +134,7 @@ fn the_shipped_network_adds_to_the_shape_prior_in_chained_propagation() {
         between: icseg::volume::interpolate::Between::Interpolate,
         guided: false,
         intensity: 0.0,
+        near_prior: false,
         ..ChainOptions::default()
     };
     let chain = Strategy::Chain(interpolating);

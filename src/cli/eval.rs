@@ -86,6 +86,13 @@ fn network_strategy(spec: &str) -> anyhow::Result<Option<Strategy>> {
                     _ => anyhow::bail!("{}", bad()),
                 }
             }
+            ("chain", "near") => {
+                chain.near_prior = match value {
+                    "1" | "true" => true,
+                    "0" | "false" => false,
+                    _ => anyhow::bail!("{}", bad()),
+                }
+            }
             ("chain", "guided") => {
                 chain.guided = match value {
                     "1" | "true" => true,
@@ -210,6 +217,11 @@ mod tests {
             panic!("a chain")
         };
         assert_eq!((c.memory, c.prior_weight), (0, 0.25));
+        let Some(Strategy::Chain(n)) = network_strategy("chain:near=0").unwrap() else {
+            panic!("a chain")
+        };
+        assert!(!n.near_prior && ChainOptions::default().near_prior);
+        assert!(network_strategy("chain:near=2").is_err());
         let Some(Strategy::Chain(p)) = network_strategy("prior").unwrap() else {
             panic!("a chain")
         };

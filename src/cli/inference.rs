@@ -129,6 +129,10 @@ pub struct StrategyArgs {
     /// annotated slices) near the prior's boundary; 0 turns it off.
     #[arg(long, default_value_t = ChainOptions::default().intensity)]
     pub intensity: f32,
+    /// chain: next to an annotation lean on the prior alone (one slice away) or mostly
+    /// (two slices away) instead of the blend.
+    #[arg(long, default_value_t = ChainOptions::default().near_prior, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub near_prior: bool,
     /// oneshot: segment each slice with only the N annotated slices most similar to it
     /// (by the network's Attention Mapper Encoder embeddings, paper §4.3) when more are
     /// listed (default: every listed slice for every query).
@@ -163,6 +167,7 @@ impl StrategyArgs {
                 },
                 guided: self.guided,
                 intensity: self.intensity,
+                near_prior: self.near_prior,
             }),
         })
     }

@@ -233,6 +233,9 @@ pub fn chain_summary(c: &engine::ChainOptions, queried: usize, asked: usize) -> 
                 ""
             }
         ));
+        if c.near_prior && c.prior_weight < 1.0 {
+            text.push_str(" Next to your slices it leans on their shape alone.");
+        }
     }
     if c.intensity > 0.0 {
         text.push_str(
@@ -867,6 +870,12 @@ mod tests {
             "{guided}"
         );
         assert!(guided.contains("intensities"), "{guided}");
+        assert!(guided.contains("Next to your slices"), "{guided}");
+        let uniform = engine::ChainOptions {
+            near_prior: false,
+            ..Default::default()
+        };
+        assert!(!chain_summary(&uniform, 31, 120).contains("Next to your slices"));
         let plain = engine::ChainOptions {
             nearest: 1,
             memory: 0,
