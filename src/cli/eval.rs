@@ -52,6 +52,15 @@ pub struct EvalArgs {
     pub model: ModelArgs,
 }
 
+/// A method option's on/off value: `1`/`true` or `0`/`false`.
+fn flag(value: &str) -> Option<bool> {
+    match value {
+        "1" | "true" => Some(true),
+        "0" | "false" => Some(false),
+        _ => None,
+    }
+}
+
 /// A network method named on the command line: its strategy.
 fn network_strategy(spec: &str) -> anyhow::Result<Option<Strategy>> {
     let mut parts = spec.split(':');
@@ -86,20 +95,8 @@ fn network_strategy(spec: &str) -> anyhow::Result<Option<Strategy>> {
                     _ => anyhow::bail!("{}", bad()),
                 }
             }
-            ("chain", "near") => {
-                chain.near_prior = match value {
-                    "1" | "true" => true,
-                    "0" | "false" => false,
-                    _ => anyhow::bail!("{}", bad()),
-                }
-            }
-            ("chain", "guided") => {
-                chain.guided = match value {
-                    "1" | "true" => true,
-                    "0" | "false" => false,
-                    _ => anyhow::bail!("{}", bad()),
-                }
-            }
+            ("chain", "near") => chain.near_prior = flag(value).with_context(bad)?,
+            ("chain", "guided") => chain.guided = flag(value).with_context(bad)?,
             ("oneshot", "support") => support_size = Some(value.parse().with_context(bad)?),
             _ => anyhow::bail!("unknown option `{key}` for method `{kind}` in `{spec}`"),
         }

@@ -212,6 +212,15 @@ impl ChainPlan {
         }
     }
 
+    /// The planned distance of target `slice` from the annotation it is reached from
+    /// ([`Step::distance`]); `None` for slices not in the plan.
+    pub fn distance(&self, slice: usize) -> Option<usize> {
+        self.steps
+            .iter()
+            .find(|s| s.slice == slice)
+            .map(|s| s.distance)
+    }
+
     /// The reachable targets in prediction order.
     pub fn steps(&self) -> &[Step] {
         &self.steps
@@ -554,9 +563,8 @@ impl<'a> ChainRun<'a> {
                     Some(d) => prior.probability_of_distance(d),
                     None => self.zeros.clone(),
                 };
-                let distance = self.annotated.iter().map(|a| a.abs_diff(z)).min();
-                let w =
-                    prior_weight_at(self.weight, self.options.near_prior, distance.unwrap_or(0));
+                let from_annotation = self.plan.distance(z).unwrap_or(0);
+                let w = prior_weight_at(self.weight, self.options.near_prior, from_annotation);
                 for (v, pv) in p.data.iter_mut().zip(&q.data) {
                     *v = (1.0 - w) * *v + w * pv;
                 }
@@ -714,6 +722,7 @@ mod tests {
         );
         let step = *plan.steps().iter().find(|s| s.slice == 6).unwrap();
         assert_eq!(plan.memory(&step, 2, |z| z == 7 || z == 8), vec![7, 8]);
+        assert_eq!((plan.distance(6), plan.distance(10)), (Some(4), None));
         assert_eq!(plan.memory(&step, 1, |_| true), vec![7]);
         // A gap in the predictions ends the memory.
         assert_eq!(plan.memory(&step, 2, |z| z == 8), Vec::<usize>::new());
