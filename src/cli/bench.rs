@@ -81,6 +81,14 @@ struct ChainBench {
     queried_slices: usize,
     seconds: f64,
     ms_per_queried_slice: f64,
+    /// Where the time went, from the engine's report (seconds).
+    support_encoding: f64,
+    prior: f64,
+    network: f64,
+    /// Of `network`: preparing the query slices and pasting the results back.
+    network_preparation: f64,
+    network_pasting: f64,
+    blend: f64,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -345,7 +353,9 @@ fn bench_chain(
     let t = Instant::now();
     let collected = engine::collect(&engine, support, targets, strategy, &mut |_, _| {})?;
     let seconds = t.elapsed().as_secs_f64();
-    let queried = collected.stats.queried();
+    let stats = &collected.stats;
+    let queried = stats.queried;
+    let t = &stats.timings;
     Ok(ChainBench {
         weights,
         structure_slices: slices,
@@ -353,6 +363,12 @@ fn bench_chain(
         queried_slices: queried,
         seconds,
         ms_per_queried_slice: seconds * 1000.0 / queried.max(1) as f64,
+        support_encoding: stats.support_encoding.as_secs_f64(),
+        prior: stats.prior.as_secs_f64(),
+        network: (t.preprocessing + t.inference + t.postprocessing).as_secs_f64(),
+        network_preparation: t.preprocessing.as_secs_f64(),
+        network_pasting: t.postprocessing.as_secs_f64(),
+        blend: stats.blend.as_secs_f64(),
     })
 }
 
@@ -386,6 +402,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         chain.seconds,
         chain.queried_slices,
         chain.ms_per_queried_slice
+    );
+    println!(
+        "  support encoding {:.2} s, shape prior and intensity model {:.2} s, network {:.2} s (of which preparing the slices {:.2} s and pasting the results {:.2} s), blend {:.2} s, the rest {:.2} s",
+        chain.support_encoding,
+        chain.prior,
+        chain.network,
+        chain.network_preparation,
+        chain.network_pasting,
+        chain.blend,
+        chain.seconds - chain.support_encoding - chain.prior - chain.network - chain.blend
     );
     let report = BenchReport {
         device: device.description.clone(),

@@ -134,7 +134,7 @@ pub fn run(args: PropagateArgs) -> anyhow::Result<()> {
         }
         Strategy::Chain(_) => eprintln!(
             "chain: {} of {} slices queried, the others lie beyond an empty slice",
-            stats.queried(),
+            stats.queried,
             targets.len()
         ),
     }
@@ -188,7 +188,7 @@ pub fn run(args: PropagateArgs) -> anyhow::Result<()> {
             },
             slices_per_second: predicted as f64 / secs(propagation).max(1e-9),
             ms_per_slice_inference: 1000.0 * secs(stats.timings.inference)
-                / stats.queried().max(1) as f64,
+                / stats.queried.max(1) as f64,
             peak_memory_mb: peak_memory_bytes().map(|b| b as f64 / (1024.0 * 1024.0)),
             engine: stats,
         };

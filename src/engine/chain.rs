@@ -18,12 +18,13 @@
 //!    is a wall. Between annotations every slice is predicted.
 //! 4. **Shape prior.** The network's probabilities are blended with a shape prior
 //!    ([`ShapePrior`]: shape-based interpolation between the annotations, a tapering
-//!    copy beyond them) with weight `prior_weight`.
+//!    copy beyond them) with weight `prior_weight`, which rises next to an annotation
+//!    ([`prior_weight_at`]); where it reaches 1 the network is not run at all.
 //!
 //! [`ChainPlan`] is the pure part (order, supports, gating) and is tested on its own;
 //! [`propagate`] runs it on the engine's worker with the model.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{
     Cancellation, EngineConfig, EngineError, Event, Outbox, Predictor, PropagationJob,
@@ -375,10 +376,16 @@ struct ChainRun<'a> {
     total: usize,
     done: usize,
     batches: usize,
+    /// Slices run through the network.
+    queried: usize,
     groups: Vec<SupportGroup>,
     timings: Timings,
     cache: super::CacheUse,
-    support_encoding: std::time::Duration,
+    support_encoding: Duration,
+    /// Building the prior and the intensity model.
+    prior_setup: Duration,
+    /// Blending and intensity evidence, summed over slices.
+    blend: Duration,
 }
 
 impl<'a> ChainRun<'a> {
@@ -394,6 +401,7 @@ impl<'a> ChainRun<'a> {
         let prepared = predictor.prepare_support(support, config.roi)?;
         let (pool, cache) = predictor.support_features(&prepared);
         let support_encoding = start.elapsed();
+        let prior_start = Instant::now();
         let g = support.volume.geometry();
         let axis = support.axis;
         let count = g.slice_count(axis);
@@ -443,6 +451,7 @@ impl<'a> ChainRun<'a> {
                 )
             })
             .flatten();
+        let prior_setup = prior_start.elapsed();
         let mut pool_position = vec![None; count];
         for (p, &z) in annotated.iter().enumerate() {
             pool_position[z] = Some(p);
@@ -467,10 +476,13 @@ impl<'a> ChainRun<'a> {
             total: job.slices.len(),
             done: 0,
             batches: 0,
+            queried: 0,
             groups: Vec::new(),
             timings: Timings::default(),
             cache,
             support_encoding,
+            prior_setup,
+            blend: Duration::ZERO,
         })
     }
 
@@ -529,29 +541,53 @@ impl<'a> ChainRun<'a> {
         predictor.model().select_support(&self.pool, positions)
     }
 
+    /// The prior's weight in the blend on slice `z` (0 without a prior).
+    fn prior_weight(&self, z: usize) -> f32 {
+        if self.prior.is_none() {
+            return 0.0;
+        }
+        let from_annotation = self.plan.distance(z).unwrap_or(0);
+        prior_weight_at(self.weight, self.options.near_prior, from_annotation)
+    }
+
     /// The blended probabilities of `slices` (one batch) segmented with `features`
-    /// ([`Self::features`]). With the prior alone the network is not run.
+    /// ([`Self::features`]). The network is run only on the slices where the prior does
+    /// not weigh everything (next to an annotation it does, and with the prior alone).
     fn predict(
         &mut self,
         predictor: &Predictor,
         features: &SupportFeatures,
         slices: &[usize],
     ) -> Result<Vec<Image2D<f32>>, EngineError> {
-        let mut predicted = if self.weight < 1.0 {
+        let weights: Vec<f32> = slices.iter().map(|&z| self.prior_weight(z)).collect();
+        let queried: Vec<usize> = slices
+            .iter()
+            .zip(&weights)
+            .filter(|(_, w)| **w < 1.0)
+            .map(|(&z, _)| z)
+            .collect();
+        let mut network = Vec::new().into_iter();
+        if !queried.is_empty() {
             let (p, t) = predictor.predict_batch(
                 features,
                 &self.support.volume,
                 self.support.axis,
-                slices,
+                &queried,
                 &self.region,
             )?;
             self.timings.add(&t);
             self.batches += 1;
-            p
-        } else {
-            vec![self.zeros.clone(); slices.len()]
-        };
-        for (p, &z) in predicted.iter_mut().zip(slices) {
+            self.queried += queried.len();
+            network = p.into_iter();
+        }
+        let blend_start = Instant::now();
+        let mut predicted = Vec::with_capacity(slices.len());
+        for (&z, &w) in slices.iter().zip(&weights) {
+            let mut p = if w < 1.0 {
+                network.next().expect("one answer per queried slice")
+            } else {
+                self.zeros.clone()
+            };
             // The prior's signed distance, computed once: it gives the prior's
             // probabilities and bounds where the intensity evidence applies.
             let distance = self
@@ -563,16 +599,16 @@ impl<'a> ChainRun<'a> {
                     Some(d) => prior.probability_of_distance(d),
                     None => self.zeros.clone(),
                 };
-                let from_annotation = self.plan.distance(z).unwrap_or(0);
-                let w = prior_weight_at(self.weight, self.options.near_prior, from_annotation);
                 for (v, pv) in p.data.iter_mut().zip(&q.data) {
                     *v = (1.0 - w) * *v + w * pv;
                 }
             }
             if let Some(model) = &self.intensity {
-                self.add_intensity_evidence(model, z, distance.as_ref(), p);
+                self.add_intensity_evidence(model, z, distance.as_ref(), &mut p);
             }
+            predicted.push(p);
         }
+        self.blend += blend_start.elapsed();
         Ok(predicted)
     }
 
@@ -653,12 +689,15 @@ impl<'a> ChainRun<'a> {
             stats: PropagationStats {
                 slices: self.total,
                 batches: self.batches,
+                queried: self.queried,
                 support_slices: self.annotated.len(),
                 support_size: None,
                 groups: self.groups,
                 cache: self.cache,
                 support_encoding: self.support_encoding,
-                retrieval: std::time::Duration::ZERO,
+                retrieval: Duration::ZERO,
+                prior: self.prior_setup,
+                blend: self.blend,
                 timings: self.timings,
                 total: start.elapsed(),
                 region: self.region,

@@ -280,6 +280,10 @@ pub struct PropagationStats {
     pub slices: usize,
     /// Batches run.
     pub batches: usize,
+    /// Slices the network was run on. A chained propagation skips those beyond the
+    /// first empty slice past the annotations, and those next to an annotation, where
+    /// the prior alone decides ([`chain::prior_weight_at`]).
+    pub queried: usize,
     /// Support slices (the candidates, when a support size applied).
     pub support_slices: usize,
     /// Support slices per query when a support size below `support_slices` made the
@@ -287,7 +291,9 @@ pub struct PropagationStats {
     pub support_size: Option<usize>,
     /// Which support slices each query used: one group with all of them, or, after a
     /// choice by similarity, one group per distinct choice (its queries were batched
-    /// together and shared its support features).
+    /// together and shared its support features). A chained propagation also lists the
+    /// slices next to an annotation with the supports the network would have used: a
+    /// click there is explained with them.
     pub groups: Vec<SupportGroup>,
     /// Whether support features were cached.
     pub cache: CacheUse,
@@ -298,6 +304,14 @@ pub struct PropagationStats {
     /// JSON).
     #[serde(serialize_with = "as_seconds")]
     pub retrieval: Duration,
+    /// Building the shape prior (its registrations included) and the intensity model of
+    /// a chained propagation (zero otherwise; seconds in JSON).
+    #[serde(serialize_with = "as_seconds")]
+    pub prior: Duration,
+    /// Blending the network with the prior and adding the intensity evidence, summed
+    /// over slices (zero for a one-shot propagation; seconds in JSON).
+    #[serde(serialize_with = "as_seconds")]
+    pub blend: Duration,
     /// Summed over batches.
     pub timings: Timings,
     /// From the job's start to its end.
@@ -305,14 +319,6 @@ pub struct PropagationStats {
     pub total: Duration,
     /// The region of interest used (native pixels).
     pub region: Region,
-}
-
-impl PropagationStats {
-    /// Slices the network was run on (a chained propagation skips those beyond the
-    /// first empty slice past the annotations).
-    pub fn queried(&self) -> usize {
-        self.groups.iter().map(|g| g.queries.len()).sum()
-    }
 }
 
 /// Where the time of one batch, or summed over a propagation, went (seconds in JSON).
@@ -1005,6 +1011,7 @@ fn propagate(
         stats: PropagationStats {
             slices: total,
             batches: batches.len(),
+            queried: total,
             support_slices: support.slices.len(),
             support_size: limit,
             groups: groups
@@ -1017,6 +1024,8 @@ fn propagate(
             cache,
             support_encoding,
             retrieval,
+            prior: Duration::ZERO,
+            blend: Duration::ZERO,
             timings,
             total: start.elapsed(),
             region: prepared.region,

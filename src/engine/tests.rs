@@ -1279,6 +1279,50 @@ fn a_chained_slice_is_explained_with_the_annotations_and_memory_it_used() {
     }
 }
 
+/// One slice from an annotation the prior weighs everything
+/// ([`super::chain::prior_weight_at`]): the network is not run there, and those slices
+/// come out exactly as the prior alone makes them; they keep their supports for an
+/// explanation.
+#[test]
+fn the_network_is_not_run_next_to_an_annotation() {
+    let (volume, masks) = phantom();
+    let engine = Engine::start(tiny_config(4), Box::new(|| {}));
+    expect_ready(&engine);
+    let targets: Vec<usize> = (3..9).collect();
+    let run = |prior_weight: f32| {
+        let options = ChainOptions {
+            prior_weight,
+            ..ChainOptions::default()
+        };
+        let (mut predicted, stats) = run_to_end(
+            &engine,
+            support(&volume, &masks, &[2, 9]),
+            targets.clone(),
+            Strategy::Chain(options),
+        );
+        predicted.sort_by_key(|(z, _)| *z);
+        (predicted, stats)
+    };
+    let (blend, stats) = run(ChainOptions::default().prior_weight);
+    // 3 and 8 are next to the annotations 2 and 9; 4..=7 are two or more away.
+    assert_eq!(stats.queried, 4);
+    let grouped: usize = stats.groups.iter().map(|g| g.queries.len()).sum();
+    assert_eq!(
+        grouped, 6,
+        "every slice keeps its supports: {:?}",
+        stats.groups
+    );
+    let (prior_alone, alone_stats) = run(1.0);
+    assert_eq!(alone_stats.queried, 0);
+    for z in [3, 8] {
+        assert_eq!(blend[z - 3].1, prior_alone[z - 3].1, "slice {z}");
+    }
+    assert_ne!(
+        blend[1].1, prior_alone[1].1,
+        "slice 4 blends the network in"
+    );
+}
+
 #[test]
 fn without_memory_the_slices_between_annotations_run_in_shared_batches() {
     let (volume, masks) = phantom();
@@ -1303,7 +1347,7 @@ fn without_memory_the_slices_between_annotations_run_in_shared_batches() {
     // One group: every slice between 2 and 9 uses both; batches of 4.
     assert_eq!(stats.groups.len(), 1);
     assert_eq!(stats.groups[0].support, vec![2, 9]);
-    assert_eq!(stats.queried(), 6);
+    assert_eq!(stats.queried, 6);
     assert_eq!(stats.batches, 2);
 }
 

@@ -172,7 +172,7 @@ fn finished_message(stats: &engine::PropagationStats, run: &Run, cut_off: usize)
         ));
     }
     if let Strategy::Chain(c) = run.strategy {
-        text.push_str(&chain_summary(&c, stats.queried(), stats.slices));
+        text.push_str(&chain_summary(&c, stats.queried, stats.slices));
     }
     text
 }
@@ -234,7 +234,9 @@ pub fn chain_summary(c: &engine::ChainOptions, queried: usize, asked: usize) -> 
             }
         ));
         if c.near_prior && c.prior_weight < 1.0 {
-            text.push_str(" Next to your slices it leans on their shape alone.");
+            text.push_str(
+                " Next to your slices it leans on their shape alone (the network is not run there).",
+            );
         }
     }
     if c.intensity > 0.0 {
