@@ -116,8 +116,9 @@ fn shipped_weights_segment_the_mandible_of_a_validation_ct_from_three_slices() {
 const TRAINED_FLOOR: f64 = 0.45;
 
 /// Blended with the plain shape-based interpolation (no registration, no intensity
-/// evidence, the same weight at every distance; the chained defaults before the guided prior), the shipped network earns its share: on the same
-/// mandible the blend scores clearly above the interpolation it is blended with
+/// evidence, the same weight at every distance; the chained defaults before the
+/// guided prior), the shipped network earns its share: on the same mandible the
+/// blend scores clearly above the interpolation it is blended with
 /// (measured: 0.648 against 0.549 for the interpolation alone and 0.562 for the paper's
 /// one-shot propagation; `docs/evaluation.md`), and random weights do not. With the
 /// default guided prior the network's share is smaller (0.699 against 0.705 for the

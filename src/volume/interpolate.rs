@@ -207,8 +207,8 @@ impl ShapePrior {
     /// The same prior guided by the image: every annotation's shape is carried slice
     /// by slice to the slices around it (up to the neighbouring annotations, or halfway
     /// to them with [`Between::Nearest`], and beyond the ends as far as the prior
-    /// reaches) along the deformation that [`Demons`]
-    /// find between neighbouring slices, instead of being copied where it was drawn.
+    /// reaches) along the deformation that [`Demons`] find between neighbouring
+    /// slices, instead of being copied where it was drawn.
     /// `image(z)` gives slice `z` of the volume (intensities mapped to [0, 1], e.g.
     /// [`super::register::registration_slice`]); `slice_count` the slices along the
     /// axis. Registration runs in a crop around the annotations only. Without a
