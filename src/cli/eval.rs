@@ -97,6 +97,7 @@ fn network_strategy(spec: &str) -> anyhow::Result<Option<Strategy>> {
             }
             ("chain", "near") => chain.near_prior = flag(value).with_context(bad)?,
             ("chain", "guided") => chain.guided = flag(value).with_context(bad)?,
+            ("chain", "refine") => chain.refine = flag(value).with_context(bad)?,
             ("oneshot", "support") => support_size = Some(value.parse().with_context(bad)?),
             _ => anyhow::bail!("unknown option `{key}` for method `{kind}` in `{spec}`"),
         }
@@ -219,6 +220,10 @@ mod tests {
         };
         assert!(!n.near_prior && ChainOptions::default().near_prior);
         assert!(network_strategy("chain:near=2").is_err());
+        let Some(Strategy::Chain(r)) = network_strategy("prior:refine=0").unwrap() else {
+            panic!("a chain")
+        };
+        assert!(!r.refine && ChainOptions::default().refine);
         let Some(Strategy::Chain(p)) = network_strategy("prior").unwrap() else {
             panic!("a chain")
         };

@@ -133,6 +133,10 @@ pub struct StrategyArgs {
     /// (two slices away) instead of the blend.
     #[arg(long, default_value_t = ChainOptions::default().near_prior, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub near_prior: bool,
+    /// chain: register a guided prior's shapes once more against their own annotated
+    /// slice from three slices away, where the image shows the structure's edge.
+    #[arg(long, default_value_t = ChainOptions::default().refine, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub refine: bool,
     /// oneshot: segment each slice with only the N annotated slices most similar to it
     /// (by the network's Attention Mapper Encoder embeddings, paper §4.3) when more are
     /// listed (default: every listed slice for every query).
@@ -168,6 +172,7 @@ impl StrategyArgs {
                 guided: self.guided,
                 intensity: self.intensity,
                 near_prior: self.near_prior,
+                refine: self.refine,
             }),
         })
     }

@@ -32,7 +32,7 @@ use super::{
 };
 use crate::model::SupportFeatures;
 use crate::volume::Image2D;
-use crate::volume::interpolate::ShapePrior;
+use crate::volume::interpolate::{Refinement, ShapePrior};
 use crate::volume::likelihood::{IntensityModel, RING_MM};
 use crate::volume::register::{Demons, registration_slice, registration_window};
 
@@ -69,6 +69,10 @@ pub struct ChainOptions {
     /// `prior_weight` and 1. Next to an annotation the carried annotation is more
     /// precise than the network (`docs/evaluation.md`, Dice by distance).
     pub near_prior: bool,
+    /// Whether a guided prior's shapes are registered once more against their own
+    /// annotated slice from three slices away ([`Refinement`]), for structures the
+    /// image tells apart from their surroundings.
+    pub refine: bool,
 }
 
 /// The intensity weight of [`ChainOptions::default`] (and of the app's checkbox).
@@ -91,6 +95,7 @@ impl Default for ChainOptions {
             guided: true,
             intensity: INTENSITY_WEIGHT,
             near_prior: true,
+            refine: true,
         }
     }
 }
@@ -433,6 +438,7 @@ impl<'a> ChainRun<'a> {
                     count,
                     |z| registration_slice(&support.volume, axis, z, window),
                     &Demons::default(),
+                    options.refine.then(Refinement::default).as_ref(),
                 )
             } else {
                 prior
