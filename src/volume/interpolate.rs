@@ -734,14 +734,6 @@ mod tests {
         let plain = ShapePrior::new([(0, &a), (10, &b)], (1.0, 1.0), 2.5, 8.0)
             .with_between(Between::Nearest);
         let guided = plain.clone().guided(14, image, &Demons::default(), None);
-        let dice = |m: &Image2D<u8>, t: &Image2D<u8>| {
-            let both = m
-                .data
-                .iter()
-                .zip(&t.data)
-                .filter(|(p, q)| **p != 0 && **q != 0);
-            2.0 * both.count() as f64 / (area(m) + area(t)) as f64
-        };
         for z in [2, 3, 7, 8] {
             let (p, g) = (plain.mask(z, w, w), guided.mask(z, w, w));
             let (dp, dg) = (dice(&p, &truth(z)), dice(&g, &truth(z)));
