@@ -106,7 +106,30 @@ impl Default for Refinement {
 
 /// How far around an annotation its surroundings are sampled for [`separation`] (mm):
 /// the ring of the intensity evidence (`volume::likelihood::RING_MM`).
-const SEPARATION_RING_MM: f32 = 10.0;
+const SEPARATION_RING_MM: f64 = 10.0;
+
+/// Adds the finite values of `image` inside a shape (its signed distance `distance`
+/// below 0) to `inside`, and those in the ring within `ring_mm` outside it to `ring`:
+/// what a structure looks like against what surrounds it ([`separation`],
+/// `volume::likelihood::IntensityModel`).
+pub fn sample_inside_and_ring(
+    image: &Image2D<f32>,
+    distance: &Image2D<f32>,
+    ring_mm: f64,
+    inside: &mut Vec<f32>,
+    ring: &mut Vec<f32>,
+) {
+    for (&v, &d) in image.data.iter().zip(&distance.data) {
+        if !v.is_finite() {
+            continue;
+        }
+        if d < 0.0 {
+            inside.push(v);
+        } else if f64::from(d) <= ring_mm {
+            ring.push(v);
+        }
+    }
+}
 
 /// How well `image` tells the annotations' inside from their surroundings: the total
 /// variation distance between the intensity histograms (32 bins over [0, 1]) of the
@@ -116,26 +139,22 @@ pub fn separation<'a>(
     pairs: impl IntoIterator<Item = (&'a Image2D<f32>, &'a Image2D<f32>)>,
 ) -> f32 {
     const BINS: usize = 32;
-    let (mut inside, mut ring) = ([0.0f64; BINS], [0.0f64; BINS]);
+    let (mut inside, mut ring) = (Vec::new(), Vec::new());
     for (image, distance) in pairs {
-        for (&v, &d) in image.data.iter().zip(&distance.data) {
-            let bin = ((v.clamp(0.0, 1.0) * BINS as f32) as usize).min(BINS - 1);
-            if d < 0.0 {
-                inside[bin] += 1.0;
-            } else if d <= SEPARATION_RING_MM {
-                ring[bin] += 1.0;
-            }
-        }
+        sample_inside_and_ring(image, distance, SEPARATION_RING_MM, &mut inside, &mut ring);
     }
-    let (n_in, n_ring) = (inside.iter().sum::<f64>(), ring.iter().sum::<f64>());
-    if n_in == 0.0 || n_ring == 0.0 {
+    if inside.is_empty() || ring.is_empty() {
         return 0.0;
     }
-    let tv: f64 = inside
-        .iter()
-        .zip(&ring)
-        .map(|(a, b)| (a / n_in - b / n_ring).abs())
-        .sum();
+    let histogram = |values: &[f32]| {
+        let mut counts = [0.0f64; BINS];
+        for &v in values {
+            counts[((v.clamp(0.0, 1.0) * BINS as f32) as usize).min(BINS - 1)] += 1.0;
+        }
+        counts.map(|c| c / values.len() as f64)
+    };
+    let (p_in, p_ring) = (histogram(&inside), histogram(&ring));
+    let tv: f64 = p_in.iter().zip(&p_ring).map(|(a, b)| (a - b).abs()).sum();
     (0.5 * tv) as f32
 }
 
@@ -497,7 +516,7 @@ fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec
             .collect();
         workers
             .into_iter()
-            .flat_map(|w| w.join().expect("a registration thread panicked"))
+            .flat_map(|w| w.join().expect("a guided-prior worker panicked"))
             .collect()
     })
 }

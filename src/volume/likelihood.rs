@@ -13,7 +13,7 @@
 //! Not in the paper: classical in-context evidence added to the network's and the
 //! shape prior's (`docs/engine.md`).
 
-use super::interpolate::signed_distance;
+use super::interpolate::{sample_inside_and_ring, signed_distance};
 use super::{Image2D, nearest_rank};
 
 /// How far outside an annotation the surroundings are sampled (mm).
@@ -59,16 +59,7 @@ impl IntensityModel {
                 continue;
             }
             let sdf = signed_distance(mask, pixel_mm);
-            for (&v, &d) in image.data.iter().zip(&sdf.data) {
-                if !v.is_finite() {
-                    continue;
-                }
-                if d < 0.0 {
-                    inside.push(v);
-                } else if f64::from(d) <= RING_MM {
-                    ring.push(v);
-                }
-            }
+            sample_inside_and_ring(image, &sdf, RING_MM, &mut inside, &mut ring);
         }
         if inside.len() < MIN_PIXELS || ring.len() < MIN_PIXELS {
             return None;
