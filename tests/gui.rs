@@ -989,6 +989,27 @@ fn the_shape_prior_can_follow_the_image() {
 }
 
 #[test]
+fn between_two_slices_the_prior_can_take_the_shape_that_fits_the_image() {
+    use icseg::volume::interpolate::Between;
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness_on_sample(dir.path());
+    let between = |h: &Harness<'_, IcsegApp>| chain_options(h).between;
+    let before = between(&h);
+    h.get_by_label("between your slices, the one that fits")
+        .click();
+    h.step();
+    let after = between(&h);
+    assert_ne!(after, before, "the checkbox switches what lies between");
+    assert!(
+        [before, after].contains(&Between::Matched) && [before, after].contains(&Between::Nearest)
+    );
+    h.get_by_label("between your slices, the one that fits")
+        .click();
+    h.step();
+    assert_eq!(between(&h), before);
+}
+
+#[test]
 fn edges_can_follow_the_intensities() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = harness_on_sample(dir.path());

@@ -89,11 +89,10 @@ fn network_strategy(spec: &str) -> anyhow::Result<Option<Strategy>> {
             ("chain", "taper") => chain.taper = value.parse().with_context(bad)?,
             ("chain", "hold") => chain.hold_mm = Some(value.parse().with_context(bad)?),
             ("chain", "between") => {
-                chain.between = match value {
-                    "interp" => crate::volume::interpolate::Between::Interpolate,
-                    "nearest" => crate::volume::interpolate::Between::Nearest,
-                    _ => anyhow::bail!("{}", bad()),
-                }
+                chain.between = value
+                    .parse()
+                    .map_err(anyhow::Error::msg)
+                    .with_context(bad)?
             }
             ("chain", "near") => chain.near_prior = flag(value).with_context(bad)?,
             ("chain", "guided") => chain.guided = flag(value).with_context(bad)?,
@@ -203,6 +202,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::volume::interpolate::Between;
 
     #[test]
     fn method_specs_name_strategies_and_their_options() {
@@ -224,6 +224,12 @@ mod tests {
             panic!("a chain")
         };
         assert!(!r.refine && ChainOptions::default().refine);
+        let Some(Strategy::Chain(b)) = network_strategy("chain:between=nearest").unwrap() else {
+            panic!("a chain")
+        };
+        assert_eq!(b.between, Between::Nearest);
+        assert_eq!(ChainOptions::default().between, Between::Matched);
+        assert!(network_strategy("chain:between=both").is_err());
         let Some(Strategy::Chain(p)) = network_strategy("prior").unwrap() else {
             panic!("a chain")
         };

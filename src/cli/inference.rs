@@ -116,9 +116,10 @@ pub struct StrategyArgs {
     /// one annotation).
     #[arg(long)]
     pub hold_mm: Option<f32>,
-    /// chain: the prior between two annotations: `interp` (shape-based interpolation)
-    /// or `nearest` (the nearer annotation copied).
-    #[arg(long, default_value = "nearest", value_parser = ["interp", "nearest"])]
+    /// chain: the prior between two annotations: `interp` (shape-based interpolation),
+    /// `nearest` (the nearer annotation copied) or `matched` (both, weighted pixel by
+    /// pixel by how well each annotated slice's image matches, when guided).
+    #[arg(long, default_value = "matched", value_parser = ["interp", "nearest", "matched"])]
     pub between: String,
     /// chain: carry each annotation's shape along a deformable registration of
     /// neighbouring slices (an image-guided prior) instead of copying it where it was
@@ -164,11 +165,7 @@ impl StrategyArgs {
                 prior_weight: self.prior_weight,
                 taper: self.taper,
                 hold_mm: self.hold_mm,
-                between: if self.between == "nearest" {
-                    crate::volume::interpolate::Between::Nearest
-                } else {
-                    crate::volume::interpolate::Between::Interpolate
-                },
+                between: self.between.parse().map_err(anyhow::Error::msg)?,
                 guided: self.guided,
                 intensity: self.intensity,
                 near_prior: self.near_prior,

@@ -8,6 +8,7 @@ use eframe::egui::{self, Color32};
 use crate::display::view::{axes_in_display_order, plane_of};
 use crate::display::{CtPreset, WindowLevel};
 use crate::session::SliceState;
+use crate::volume::interpolate::Between;
 
 use super::actions::{Action, BRUSH_RADIUS_MM, Layout, Tool};
 use super::document::{Document, LabelFormat};
@@ -396,7 +397,7 @@ fn strategy_ui(ui: &mut egui::Ui, state: &AppState) -> Vec<Action> {
         let a = ui
             .radio_value(&mut chained, true, "chained")
             .on_hover_text(
-                "Each slice uses its nearest annotated slices (and, with memory, the slices predicted just before it); the structure ends at the first empty slice; the result is blended with the shape of your nearest slice, carried along the image",
+                "Each slice uses its nearest annotated slices (and, with memory, the slices predicted just before it); the structure ends at the first empty slice; the result is blended with the shapes of your nearest slices, carried along the image",
             )
             .changed();
         let b = ui
@@ -426,6 +427,24 @@ fn strategy_ui(ui: &mut egui::Ui, state: &AppState) -> Vec<Action> {
                 "Carry each of your slices to its neighbours along a registration of the image (the structure moves and bends with the anatomy) instead of copying it where you drew it",
             )
             .changed();
+        let mut matched = c.between == Between::Matched;
+        if ui
+            .add_enabled(
+                c.guided,
+                egui::Checkbox::new(&mut matched, "between your slices, the one that fits"),
+            )
+            .on_hover_text(
+                "Between two of your slices, carry both shapes and take, pixel by pixel, the one whose own image fits this slice there (the nearer one where both fit alike); off: the nearer slice's shape only",
+            )
+            .changed()
+        {
+            c.between = if matched {
+                Between::Matched
+            } else {
+                Between::Nearest
+            };
+            changed = true;
+        }
         let mut intensity = c.intensity > 0.0;
         if ui
             .checkbox(&mut intensity, "edges follow the intensities")

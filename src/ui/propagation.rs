@@ -222,6 +222,9 @@ pub fn chain_summary(c: &engine::ChainOptions, queried: usize, asked: usize) -> 
                 "shape-based interpolation of your slices"
             }
             crate::volume::interpolate::Between::Nearest => "the shape of your nearest slice",
+            crate::volume::interpolate::Between::Matched => {
+                "the shapes of your two nearest slices, each where its image matches best"
+            }
         };
         text.push_str(&format!(
             " The result is {:.0} % network and {:.0} % {prior}{}.",
@@ -867,7 +870,7 @@ mod tests {
         let guided = chain_summary(&engine::ChainOptions::default(), 31, 120);
         assert!(
             guided.contains(
-                "70 % the shape of your nearest slice, carried along a registration of neighbouring slices"
+                "70 % the shapes of your two nearest slices, each where its image matches best, carried along a registration of neighbouring slices"
             ),
             "{guided}"
         );

@@ -12,7 +12,10 @@
 //! Guided ([`ShapePrior::guided`]), each annotation is carried to the slices around it
 //! along a deformable registration of neighbouring slices (`volume::register`) instead
 //! of being copied where it was drawn; far from its annotation a carried shape can be
-//! registered once more against the annotated slice itself ([`Refinement`]).
+//! registered once more against the annotated slice itself ([`Refinement`]). Between
+//! two annotations a guided prior can read both carried shapes, each weighted pixel by
+//! pixel by how well its annotated slice's image, carried along with it, matches the
+//! slice there ([`Between::Matched`]).
 //! The engine blends it with the network's probabilities (`engine::chain`); the
 //! evaluation's `interp` baseline and the app's "Fill between slices" use the plain
 //! interpolation.
@@ -32,7 +35,41 @@ pub enum Between {
     Interpolate,
     /// The nearer one, copied (ties: the lower slice).
     Nearest,
+    /// Both, weighted at every pixel by nearness and, when [guided](ShapePrior::guided),
+    /// by how well each annotated slice's image, carried along with its shape, matches
+    /// the slice there (locally weighted voting of multi-atlas segmentation, with the
+    /// two annotations as the atlases; [`matched_weight`]). Without guidance it is
+    /// [`Between::Interpolate`].
+    Matched,
 }
+
+impl std::str::FromStr for Between {
+    type Err = String;
+
+    /// `interp`, `nearest` or `matched` (the command line's and the evaluation's names).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "interp" => Ok(Self::Interpolate),
+            "nearest" => Ok(Self::Nearest),
+            "matched" => Ok(Self::Matched),
+            _ => Err(format!(
+                "`{s}` is not a prior between annotations (interp, nearest, matched)"
+            )),
+        }
+    }
+}
+
+/// Gaussian σ (registration pixels) of the window over which [`matched_weight`]
+/// compares a carried image with the slice.
+pub const MATCH_SIGMA_PX: f32 = 2.0;
+/// Where [`Between::Matched`] mixes two carried shapes, their signed distances are
+/// truncated at this many pixels: beyond it a shape counts as "outside" (or "inside")
+/// by the same amount however far away it is.
+pub const MATCH_TRUNCATE_PX: f32 = 3.0;
+/// Mean squared difference of registration intensities (in [0, 1]) over which
+/// [`matched_weight`] lowers a carried annotation's weight by a factor e: 0.02 is a
+/// mismatch of about 0.14 (70 HU in the CT registration window).
+pub const MATCH_SCALE: f32 = 0.02;
 
 /// A shape prior along one slice axis from annotated slices (see the module docs).
 #[derive(Clone, Debug)]
@@ -62,6 +99,46 @@ struct Guide {
     /// `(anchor position in anchors, slice)` → that anchor's signed distance in the
     /// crop, carried to that slice.
     carried: std::collections::HashMap<(usize, usize), Image2D<f32>>,
+    /// With [`Between::Matched`], what [`matched_weight`] compares: the same keys →
+    /// the anchor's slice image carried along with its shape, and every slice between
+    /// two annotations → its own image (both as registered: cropped and reduced by
+    /// `factor`).
+    carried_images: std::collections::HashMap<(usize, usize), Image2D<f32>>,
+    images: std::collections::HashMap<usize, Image2D<f32>>,
+    /// The registration's reduction of the crop (`registration_factor`).
+    factor: usize,
+}
+
+/// The weight of the lower annotation's carried shape at every pixel of a slice a
+/// fraction `t` of the way from it to the upper one ([`Between::Matched`]); the upper
+/// one's is 1 minus it. Each annotation starts from its nearness (`1 − t`, `t`), which is
+/// all that is left where the two carried images match the slice equally well; where
+/// one matches worse, its weight falls by a factor e per [`MATCH_SCALE`] of mean squared
+/// difference in a Gaussian window of [`MATCH_SIGMA_PX`]. All images as registered.
+pub fn matched_weight(
+    lower: &Image2D<f32>,
+    upper: &Image2D<f32>,
+    slice: &Image2D<f32>,
+    t: f32,
+) -> Image2D<f32> {
+    let mismatch = |carried: &Image2D<f32>| {
+        let squared = carried
+            .data
+            .iter()
+            .zip(&slice.data)
+            .map(|(a, b)| (a - b) * (a - b))
+            .collect();
+        Image2D::new(slice.width, slice.height, squared).gaussian_blur(MATCH_SIGMA_PX)
+    };
+    let (lo, up) = (mismatch(lower), mismatch(upper));
+    let prior = ((1.0 - t) / t).ln();
+    let data = lo
+        .data
+        .iter()
+        .zip(&up.data)
+        .map(|(l, u)| 1.0 / (1.0 + (-(prior + (u - l) / MATCH_SCALE)).exp()))
+        .collect();
+    Image2D::new(slice.width, slice.height, data)
 }
 
 /// Pixels of context around the annotations in which [`ShapePrior::guided`] registers:
@@ -270,12 +347,45 @@ impl ShapePrior {
         }
         let (a, b) = (self.anchor_at(n - 1, z), self.anchor_at(n, z));
         let t = (z - za) as f32 / (zb - za) as f32;
-        let data = a
+        let mut data: Vec<f32> = a
             .data
             .iter()
             .zip(&b.data)
             .map(|(da, db)| (1.0 - t) * da + t * db)
             .collect();
+        if self.between == Between::Matched
+            && let Some(guide) = &self.guide
+            && let (Some(lower), Some(upper), Some(slice)) = (
+                guide.carried_images.get(&(n - 1, z)),
+                guide.carried_images.get(&(n, z)),
+                guide.images.get(&z),
+            )
+        {
+            // Inside the crop the weights follow the images (reduced by the
+            // registration's factor); outside it both shapes are the annotations'
+            // own, interpolated. The distances are mixed truncated at ±`cap`, so that
+            // a shape far away (or an empty annotation, far outside everywhere) does
+            // not outweigh one that is there; where both lie beyond the cap on the
+            // same side, their plain mix keeps the distance.
+            let weight = matched_weight(lower, upper, slice, t);
+            let cap = MATCH_TRUNCATE_PX * self.pixel_mm as f32;
+            let (x0, y0, w, h) = guide.crop;
+            for y in 0..h {
+                for x in 0..w {
+                    let wa = Some(weight.get(x / guide.factor, y / guide.factor))
+                        .filter(|w| w.is_finite())
+                        .unwrap_or(1.0 - t);
+                    let i = x0 + x + a.width * (y0 + y);
+                    let mix = |da: f32, db: f32| wa * da + (1.0 - wa) * db;
+                    let capped = mix(a.data[i].clamp(-cap, cap), b.data[i].clamp(-cap, cap));
+                    data[i] = if capped.abs() < cap {
+                        capped
+                    } else {
+                        mix(a.data[i], b.data[i])
+                    };
+                }
+            }
+        }
         Some(Image2D::new(a.width, a.height, data))
     }
 
@@ -318,33 +428,42 @@ impl ShapePrior {
             return self;
         };
         // Every chain: an anchor, the direction, and the slices it is carried to in order.
+        // Between two annotations a slice reads both carried shapes when they are
+        // interpolated or matched, only the nearer one's otherwise (ties to the lower
+        // anchor, as in `signed_distance`): each chain then stops halfway.
         let count = self.anchors.len();
-        let mut chains: Vec<(usize, Vec<usize>)> = Vec::new();
-        for n in 0..count {
-            let z = self.anchors[n].0;
-            // Between two annotations a slice reads both carried shapes when they are
-            // interpolated, only the nearer one's otherwise (ties to the lower anchor,
-            // as in `signed_distance`): each chain then stops halfway, which halves the
-            // registrations there.
-            let nearest_only = self.between == Between::Nearest;
-            let lo = match n {
-                0 => z.saturating_sub(self.reach_slices(n)),
-                _ if nearest_only => (self.anchors[n - 1].0 + z) / 2 + 1,
-                _ => self.anchors[n - 1].0 + 1,
-            };
-            let hi = if n + 1 == count {
-                z.saturating_add(self.reach_slices(n))
-                    .min(slice_count.saturating_sub(1))
-            } else if nearest_only {
-                (z + self.anchors[n + 1].0) / 2
-            } else {
-                self.anchors[n + 1].0 - 1
-            };
-            chains.push((n, (z + 1..=hi).collect()));
-            chains.push((n, (lo..z).rev().collect()));
-        }
+        let chains_to = |halfway: bool| {
+            let mut chains: Vec<(usize, Vec<usize>)> = Vec::new();
+            for n in 0..count {
+                let z = self.anchors[n].0;
+                let lo = match n {
+                    0 => z.saturating_sub(self.reach_slices(n)),
+                    _ if halfway => (self.anchors[n - 1].0 + z) / 2 + 1,
+                    _ => self.anchors[n - 1].0 + 1,
+                };
+                let hi = if n + 1 == count {
+                    z.saturating_add(self.reach_slices(n))
+                        .min(slice_count.saturating_sub(1))
+                } else if halfway {
+                    (z + self.anchors[n + 1].0) / 2
+                } else {
+                    self.anchors[n + 1].0 - 1
+                };
+                chains.push((n, (z + 1..=hi).collect::<Vec<_>>()));
+                chains.push((n, (lo..z).rev().collect()));
+            }
+            chains
+        };
+        // Every chain's first steps, up to halfway to the next annotation, are those of
+        // the halfway chain (`chains_to` lists them in the same order).
+        let halfway_chains = chains_to(true);
+        let chains = if self.between == Between::Nearest {
+            halfway_chains.clone()
+        } else {
+            chains_to(false)
+        };
         // Each step needs the field that carries the slice before it (towards the
-        // anchor) onto it; the fields are independent and are computed in parallel.
+        // anchor) onto it.
         let previous = |n: usize, target: usize| {
             if target > self.anchors[n].0 {
                 target - 1
@@ -352,12 +471,27 @@ impl ShapePrior {
                 target + 1
             }
         };
-        let mut pairs: Vec<(usize, usize)> = chains
+        let pairs_of = |chains: &[(usize, Vec<usize>)]| {
+            let mut pairs: Vec<(usize, usize)> = chains
+                .iter()
+                .flat_map(|(n, targets)| targets.iter().map(move |&t| (t, previous(*n, t))))
+                .collect();
+            pairs.sort_unstable();
+            pairs.dedup();
+            pairs
+        };
+        let pairs = pairs_of(&chains);
+        // The halfway chains' pairs are registered; past halfway a chain walks the
+        // other one's pairs backwards, and their fields are the inverses of those
+        // (`Displacement::inverse`), which costs a few warps instead of a registration.
+        let halfway = pairs_of(&halfway_chains);
+        let registered: Vec<(usize, usize)> = pairs
             .iter()
-            .flat_map(|(n, targets)| targets.iter().map(move |&t| (t, previous(*n, t))))
+            .copied()
+            .filter(|&(t, f)| {
+                halfway.binary_search(&(t, f)).is_ok() || halfway.binary_search(&(f, t)).is_err()
+            })
             .collect();
-        pairs.sort_unstable();
-        pairs.dedup();
         let mut needed: Vec<usize> = pairs.iter().flat_map(|&(t, f)| [t, f]).collect();
         needed.sort_unstable();
         needed.dedup();
@@ -368,12 +502,19 @@ impl ShapePrior {
             .into_iter()
             .map(|z| (z, downsample(&cut(&image(z), crop), factor)))
             .collect();
-        let fields: std::collections::HashMap<(usize, usize), Displacement> =
-            in_parallel(&pairs, |&(t, f)| {
+        let mut fields: std::collections::HashMap<(usize, usize), Displacement> =
+            in_parallel(&registered, |&(t, f)| {
                 ((t, f), demons.register(&slices[&t], &slices[&f]))
             })
             .into_iter()
             .collect();
+        let walked_back: Vec<(usize, usize)> = pairs
+            .iter()
+            .copied()
+            .filter(|pair| !fields.contains_key(pair))
+            .collect();
+        let inverses = in_parallel(&walked_back, |&(t, f)| ((t, f), fields[&(f, t)].inverse()));
+        fields.extend(inverses);
         // The refinement runs only where the image shows the structure's edge: its
         // first distance and its demons.
         let refine = refinement
@@ -392,35 +533,72 @@ impl ShapePrior {
                 };
                 (r.from_distance, demons)
             });
-        // Each chain carries its anchor's shape (and, to refine, its image) step by
-        // step; chains are independent and run in parallel.
-        let carried = in_parallel(&chains, |(n, targets)| {
+        // Each chain carries its anchor's shape (and, to refine or to match, its image)
+        // step by step; chains are independent and run in parallel.
+        let matched = self.between == Between::Matched;
+        let is_between = |z: usize| {
+            self.anchors.first().is_some_and(|a| a.0 < z)
+                && self.anchors.last().is_some_and(|a| z < a.0)
+        };
+        let chains: Vec<(usize, Vec<usize>, usize)> = chains
+            .into_iter()
+            .zip(&halfway_chains)
+            .map(|((n, targets), (_, half))| (n, targets, half.len()))
+            .collect();
+        let chained = in_parallel(&chains, |(n, targets, halfway)| {
             let mut sdf = cut(&self.anchors[*n].1, crop);
-            let mut anchor_image = refine
-                .as_ref()
-                .and_then(|_| slices.get(&self.anchors[*n].0).cloned());
-            let mut out = Vec::with_capacity(targets.len());
+            let mut anchor_image = (refine.is_some() || matched)
+                .then(|| slices.get(&self.anchors[*n].0).cloned())
+                .flatten();
+            let mut shapes = Vec::with_capacity(targets.len());
+            let mut images = Vec::new();
             for (step, &target) in targets.iter().enumerate() {
                 let field = &fields[&(target, previous(*n, target))];
                 sdf = field.upsample(factor, crop.2, crop.3).warp(&sdf);
                 let mut shape = sdf.clone();
-                if let (Some((from, demons)), Some(carried_image)) =
-                    (&refine, anchor_image.as_mut())
-                {
+                if let Some(carried_image) = anchor_image.as_mut() {
                     *carried_image = field.warp(carried_image);
-                    if step + 1 >= *from {
+                    let mut seen = None;
+                    // Past halfway (a matched or interpolated prior) the shape is
+                    // not refined: it weighs less there, and the refinement would
+                    // double its cost for no measured gain (`docs/evaluation.md`).
+                    if let Some((from, demons)) = &refine
+                        && step + 1 >= *from
+                        && step < *halfway
+                    {
                         let correction = demons.register(&slices[&target], carried_image);
                         shape = correction.upsample(factor, crop.2, crop.3).warp(&sdf);
+                        seen = Some(correction.warp(carried_image));
+                    }
+                    if matched && is_between(target) {
+                        // What the carried shape sits on: the image after the
+                        // refinement's correction where there is one.
+                        let seen = seen.unwrap_or_else(|| carried_image.clone());
+                        images.push(((*n, target), seen));
                     }
                 }
-                out.push(((*n, target), shape));
+                shapes.push(((*n, target), shape));
             }
-            out
-        })
-        .into_iter()
-        .flatten()
-        .collect();
-        self.guide = Some(Guide { crop, carried });
+            (shapes, images)
+        });
+        let mut carried = std::collections::HashMap::new();
+        let mut carried_images = std::collections::HashMap::new();
+        for (shapes, images) in chained {
+            carried.extend(shapes);
+            carried_images.extend(images);
+        }
+        let images = if matched {
+            slices.into_iter().filter(|(z, _)| is_between(*z)).collect()
+        } else {
+            Default::default()
+        };
+        self.guide = Some(Guide {
+            crop,
+            carried,
+            carried_images,
+            images,
+            factor,
+        });
         self
     }
 
@@ -808,6 +986,113 @@ mod tests {
         let carried = |p: &ShapePrior| p.guide.as_ref().map_or(0, |g| g.carried.len());
         // Between the annotations: 4 + 6 slices carried twice, or once.
         assert_eq!(carried(&all_the_way) - carried(&halfway), 10);
+    }
+
+    /// The structure ends between two annotations, the upper one empty (as where a
+    /// vertebra gives way to a disc): up to where it ends, the image matches the lower
+    /// annotation's, and the matched prior keeps its shape even past halfway, where the
+    /// nearer annotation says "nothing" and an untruncated mix would be outside.
+    #[test]
+    fn a_matched_prior_keeps_the_shape_past_halfway_towards_an_empty_annotation() {
+        let w = 48;
+        let truth = |z: usize| {
+            if z <= 7 {
+                disc_at(w, 24.0, 24.0, 7.0)
+            } else {
+                Image2D::filled(w, w, 0u8)
+            }
+        };
+        // A faint structure (a quarter of the image's range brighter than its
+        // surroundings): the images favour the lower annotation, but not by much.
+        let image = |z: usize| truth(z).map(|v| 0.5 + 0.25 * f32::from(v));
+        let (a, b) = (truth(0), truth(10));
+        let prior = |between| {
+            ShapePrior::new([(0, &a), (10, &b)], (1.0, 1.0), 2.5, 8.0)
+                .with_between(between)
+                .guided(12, image, &Demons::default(), None)
+        };
+        let (nearest, matched) = (prior(Between::Nearest), prior(Between::Matched));
+        for z in [6, 7] {
+            assert_eq!(
+                area(&nearest.mask(z, w, w)),
+                0,
+                "slice {z}: the nearer is empty"
+            );
+            let dm = dice(&matched.mask(z, w, w), &truth(z));
+            assert!(dm > 0.8, "slice {z}: matched {dm:.3}");
+        }
+        for z in [8, 9] {
+            assert_eq!(
+                area(&matched.mask(z, w, w)),
+                0,
+                "slice {z}: the structure has ended"
+            );
+        }
+    }
+
+    #[test]
+    fn the_matched_weight_is_nearness_where_the_images_agree_and_follows_the_better_match() {
+        let w = 24;
+        let slice = disc_at(w, 8.0, 12.0, 4.0).map(f32::from);
+        let elsewhere = disc_at(w, 16.0, 12.0, 4.0).map(f32::from);
+        // Both carried images equal the slice: the weight is the nearness alone.
+        let even = matched_weight(&slice, &slice, &slice, 0.25);
+        assert!(even.data.iter().all(|v| (v - 0.75).abs() < 1e-5));
+        // The upper annotation's image shows the structure elsewhere: around the disc,
+        // and where the upper image has its own, the lower annotation takes over even
+        // though it is the farther one; far from both it is nearness again.
+        let weight = matched_weight(&slice, &elsewhere, &slice, 0.7);
+        assert!(weight.get(8, 12) > 0.99, "{}", weight.get(8, 12));
+        assert!(weight.get(16, 12) > 0.99, "{}", weight.get(16, 12));
+        assert!(
+            (weight.get(0, 0) - 0.3).abs() < 1e-3,
+            "{}",
+            weight.get(0, 0)
+        );
+    }
+
+    /// A structure that jumps between two annotations (a disc on the left up to slice 7,
+    /// on the right from slice 8 on, as where a vessel or a lobe ends and another
+    /// begins): on slice 6 the nearer annotation is the right one, but its image does
+    /// not match there, so the matched prior takes the left one.
+    #[test]
+    fn a_matched_prior_takes_the_annotation_whose_image_matches_the_slice() {
+        let w = 48;
+        let truth = |z: usize| {
+            if z <= 7 {
+                disc_at(w, 14.0, 24.0, 6.0)
+            } else {
+                disc_at(w, 34.0, 24.0, 6.0)
+            }
+        };
+        let image = |z: usize| truth(z).map(f32::from);
+        let (a, b) = (truth(0), truth(10));
+        let prior = |between| {
+            ShapePrior::new([(0, &a), (10, &b)], (1.0, 1.0), 2.5, 8.0)
+                .with_between(between)
+                .guided(12, image, &Demons::default(), None)
+        };
+        let (nearest, matched) = (prior(Between::Nearest), prior(Between::Matched));
+        let slice_6 = truth(6);
+        let (dn, dm) = (
+            dice(&nearest.mask(6, w, w), &slice_6),
+            dice(&matched.mask(6, w, w), &slice_6),
+        );
+        assert!(dm > 0.9 && dn < 0.5, "matched {dm:.3}, nearest {dn:.3}");
+        // Where the nearer annotation's image matches, both agree with the truth.
+        for z in [2, 9] {
+            let dm = dice(&matched.mask(z, w, w), &truth(z));
+            assert!(dm > 0.9, "slice {z}: matched {dm:.3}");
+        }
+        // Annotated slices stay exactly as drawn; without guidance it interpolates.
+        assert_eq!(matched.mask(10, w, w).data, b.data);
+        let plain = |between| {
+            ShapePrior::new([(0, &a), (10, &b)], (1.0, 1.0), 2.5, 8.0).with_between(between)
+        };
+        assert_eq!(
+            plain(Between::Matched).signed_distance(4).unwrap().data,
+            plain(Between::Interpolate).signed_distance(4).unwrap().data
+        );
     }
 
     fn dice(m: &Image2D<u8>, t: &Image2D<u8>) -> f64 {

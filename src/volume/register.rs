@@ -41,6 +41,9 @@ impl Default for Demons {
     }
 }
 
+/// Fixed-point steps of [`Displacement::inverse`].
+pub const INVERSE_ITERATIONS: usize = 6;
+
 /// A displacement field in pixels: the sample for pixel `(x, y)` is taken at
 /// `(x + dx, y + dy)`.
 #[derive(Clone, Debug, PartialEq)]
@@ -77,6 +80,26 @@ impl Displacement {
             }
         }
         out
+    }
+
+    /// The field that undoes this one: `v` with `v(y) = −u(y + v(y))`, so that a
+    /// warp along `v` after a warp along `u` gives back the image where the field is
+    /// smooth. Found by fixed-point iteration from `−u` ([`INVERSE_ITERATIONS`] steps,
+    /// each a warp of the two components; enough for fields that move less than a
+    /// pixel per pixel, as the demons' smoothed fields do).
+    pub fn inverse(&self) -> Displacement {
+        let negated = |image: &Image2D<f32>| image.map(|v| -v);
+        let mut inverse = Displacement {
+            dx: negated(&self.dx),
+            dy: negated(&self.dy),
+        };
+        for _ in 0..INVERSE_ITERATIONS {
+            inverse = Displacement {
+                dx: negated(&inverse.warp(&self.dx)),
+                dy: negated(&inverse.warp(&self.dy)),
+            };
+        }
+        inverse
     }
 
     /// The largest displacement magnitude (pixels).
@@ -349,6 +372,45 @@ mod tests {
         assert_eq!((fine.dx.width, fine.dx.height), (8, 7));
         assert!(fine.dx.data.iter().all(|&v| (v - 2.0).abs() < 1e-6));
         assert!(fine.dy.data.iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn the_inverse_field_undoes_a_smooth_deformation() {
+        // A swirl that moves the middle of the image by up to 2 px and the border not
+        // at all, like the demons' smoothed fields between neighbouring slices.
+        let mut field = Displacement::zero(40, 40);
+        for y in 0..40 {
+            for x in 0..40 {
+                let bump = (std::f32::consts::PI * x as f32 / 39.0).sin()
+                    * (std::f32::consts::PI * y as f32 / 39.0).sin();
+                field.dx.set(x, y, 2.0 * bump);
+                field.dy.set(x, y, -bump);
+            }
+        }
+        // How far `v` is from undoing `u`: the largest |v(y) + u(y + v(y))| (pixels).
+        let residual = |v: &Displacement| {
+            let (ux, uy) = (v.warp(&field.dx), v.warp(&field.dy));
+            (0..ux.data.len())
+                .map(|i| (v.dx.data[i] + ux.data[i]).hypot(v.dy.data[i] + uy.data[i]))
+                .fold(0.0f32, f32::max)
+        };
+        let negated = Displacement {
+            dx: field.dx.map(|v| -v),
+            dy: field.dy.map(|v| -v),
+        };
+        let (inverse, naive) = (residual(&field.inverse()), residual(&negated));
+        assert!(inverse < 0.01, "inverse: {inverse} px");
+        assert!(naive > 0.1, "the negated field is no inverse: {naive} px");
+        // An image warped there and back comes back up to the resampling's blur.
+        let img = blob(17.0, 22.0);
+        let back = field.inverse().warp(&field.warp(&img));
+        let error = back
+            .data
+            .iter()
+            .zip(&img.data)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0, f32::max);
+        assert!(error < 0.03, "there and back: {error}");
     }
 
     #[test]

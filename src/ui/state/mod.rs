@@ -1024,9 +1024,9 @@ impl AppState {
     }
 
     /// How the next propagation uses the support set: the chained options as set in
-    /// the panel (by default the prior carries the nearer annotation along the image,
-    /// which also suits "only between my first and last slice": `docs/evaluation.md`),
-    /// or the paper's one-shot propagation.
+    /// the panel (by default the prior carries the two nearest annotations along the
+    /// image, which also suits "only between my first and last slice":
+    /// `docs/evaluation.md`), or the paper's one-shot propagation.
     pub fn strategy(&self) -> crate::engine::Strategy {
         match self.chain {
             Some(options) => crate::engine::Strategy::Chain(options),

@@ -591,7 +591,7 @@ fn opening_another_volume_over_unsaved_work_asks_first() {
 }
 
 #[test]
-fn by_default_the_prior_carries_the_nearer_annotation_along_the_image() {
+fn by_default_the_prior_carries_both_nearest_annotations_along_the_image() {
     use crate::engine::Strategy;
     use crate::volume::interpolate::Between;
     let dir = tempfile::tempdir().unwrap();
@@ -600,11 +600,10 @@ fn by_default_the_prior_carries_the_nearer_annotation_along_the_image() {
         Strategy::Chain(c) => Some((c.between, c.guided)),
         Strategy::OneShot { .. } => None,
     };
-    assert_eq!(prior(&s), Some((Between::Nearest, true)));
-    // Also when only the ends are given: the end slices are atypical, interpolating
-    // from them shrinks the structure.
+    assert_eq!(prior(&s), Some((Between::Matched, true)));
+    // Also when only the ends are given (`docs/evaluation.md`, "Lever 3e").
     s.apply(Action::SetPropagateMargin(Some(0)));
-    assert_eq!(prior(&s), Some((Between::Nearest, true)));
+    assert_eq!(prior(&s), Some((Between::Matched, true)));
     s.apply(Action::SetChain(None));
     assert_eq!(prior(&s), None, "one-shot has no prior");
 }
