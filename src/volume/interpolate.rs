@@ -988,6 +988,26 @@ mod tests {
         assert_eq!(carried(&all_the_way) - carried(&halfway), 10);
     }
 
+    /// A structure that is `below` up to slice 7 and `above` from slice 8 on, annotated on
+    /// slices 0 and 10, with its image `brightness(mask value)`: the truth, and the
+    /// guided priors with the nearer annotation and with both, matched.
+    fn step_phantom(
+        below: Image2D<u8>,
+        above: Image2D<u8>,
+        brightness: fn(u8) -> f32,
+    ) -> (impl Fn(usize) -> Image2D<u8>, ShapePrior, ShapePrior) {
+        let truth = move |z: usize| if z <= 7 { below.clone() } else { above.clone() };
+        let (a, b) = (truth(0), truth(10));
+        let image = |z: usize| truth(z).map(brightness);
+        let prior = |between| {
+            ShapePrior::new([(0, &a), (10, &b)], (1.0, 1.0), 2.5, 8.0)
+                .with_between(between)
+                .guided(12, image, &Demons::default(), None)
+        };
+        let (nearest, matched) = (prior(Between::Nearest), prior(Between::Matched));
+        (truth, nearest, matched)
+    }
+
     /// The structure ends between two annotations, the upper one empty (as where a
     /// vertebra gives way to a disc): up to where it ends, the image matches the lower
     /// annotation's, and the matched prior keeps its shape even past halfway, where the
@@ -995,23 +1015,12 @@ mod tests {
     #[test]
     fn a_matched_prior_keeps_the_shape_past_halfway_towards_an_empty_annotation() {
         let w = 48;
-        let truth = |z: usize| {
-            if z <= 7 {
-                disc_at(w, 24.0, 24.0, 7.0)
-            } else {
-                Image2D::filled(w, w, 0u8)
-            }
-        };
         // A faint structure (a quarter of the image's range brighter than its
         // surroundings): the images favour the lower annotation, but not by much.
-        let image = |z: usize| truth(z).map(|v| 0.5 + 0.25 * f32::from(v));
-        let (a, b) = (truth(0), truth(10));
-        let prior = |between| {
-            ShapePrior::new([(0, &a), (10, &b)], (1.0, 1.0), 2.5, 8.0)
-                .with_between(between)
-                .guided(12, image, &Demons::default(), None)
-        };
-        let (nearest, matched) = (prior(Between::Nearest), prior(Between::Matched));
+        let (truth, nearest, matched) =
+            step_phantom(disc_at(w, 24.0, 24.0, 7.0), Image2D::filled(w, w, 0), |v| {
+                0.5 + 0.25 * f32::from(v)
+            });
         for z in [6, 7] {
             assert_eq!(
                 area(&nearest.mask(z, w, w)),
@@ -1058,21 +1067,11 @@ mod tests {
     #[test]
     fn a_matched_prior_takes_the_annotation_whose_image_matches_the_slice() {
         let w = 48;
-        let truth = |z: usize| {
-            if z <= 7 {
-                disc_at(w, 14.0, 24.0, 6.0)
-            } else {
-                disc_at(w, 34.0, 24.0, 6.0)
-            }
-        };
-        let image = |z: usize| truth(z).map(f32::from);
-        let (a, b) = (truth(0), truth(10));
-        let prior = |between| {
-            ShapePrior::new([(0, &a), (10, &b)], (1.0, 1.0), 2.5, 8.0)
-                .with_between(between)
-                .guided(12, image, &Demons::default(), None)
-        };
-        let (nearest, matched) = (prior(Between::Nearest), prior(Between::Matched));
+        let (truth, nearest, matched) = step_phantom(
+            disc_at(w, 14.0, 24.0, 6.0),
+            disc_at(w, 34.0, 24.0, 6.0),
+            f32::from,
+        );
         let slice_6 = truth(6);
         let (dn, dm) = (
             dice(&nearest.mask(6, w, w), &slice_6),
@@ -1085,6 +1084,7 @@ mod tests {
             assert!(dm > 0.9, "slice {z}: matched {dm:.3}");
         }
         // Annotated slices stay exactly as drawn; without guidance it interpolates.
+        let (a, b) = (truth(0), truth(10));
         assert_eq!(matched.mask(10, w, w).data, b.data);
         let plain = |between| {
             ShapePrior::new([(0, &a), (10, &b)], (1.0, 1.0), 2.5, 8.0).with_between(between)
