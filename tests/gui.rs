@@ -970,59 +970,52 @@ fn painting_in_the_coronal_view_then_propagating_fills_coronal_slices() {
     assert_eq!(doc.session.revision(), before);
 }
 
-#[test]
-fn the_shape_prior_can_follow_the_image() {
+/// The chained options on the sample volume before, after one click on the checkbox
+/// `label`, and after a second click.
+fn chain_options_over_two_clicks(label: &str) -> [icseg::engine::ChainOptions; 3] {
     let dir = tempfile::tempdir().unwrap();
     let mut h = harness_on_sample(dir.path());
-    let guided = |h: &Harness<'_, IcsegApp>| chain_options(h).guided;
-    let before = guided(&h);
-    h.get_by_label("your shapes follow the image").click();
-    h.step();
+    let before = chain_options(&h);
+    let mut click = || {
+        h.get_by_label(label).click();
+        h.step();
+        chain_options(&h)
+    };
+    let once = click();
+    [before, once, click()]
+}
+
+#[test]
+fn the_shape_prior_can_follow_the_image() {
+    let [before, once, twice] = chain_options_over_two_clicks("your shapes follow the image");
     assert_eq!(
-        guided(&h),
-        !before,
+        once.guided, !before.guided,
         "the checkbox switches the guided prior"
     );
-    h.get_by_label("your shapes follow the image").click();
-    h.step();
-    assert_eq!(guided(&h), before);
+    assert_eq!(twice.guided, before.guided);
 }
 
 #[test]
 fn between_two_slices_the_prior_can_take_the_shape_that_fits_the_image() {
     use icseg::volume::interpolate::Between;
-    let dir = tempfile::tempdir().unwrap();
-    let mut h = harness_on_sample(dir.path());
-    let between = |h: &Harness<'_, IcsegApp>| chain_options(h).between;
-    let before = between(&h);
-    h.get_by_label("between your slices, the one that fits")
-        .click();
-    h.step();
-    let after = between(&h);
+    let [before, once, twice] =
+        chain_options_over_two_clicks("between your slices, the one that fits");
+    let (before, after) = (before.between, once.between);
     assert_ne!(after, before, "the checkbox switches what lies between");
     assert!(
         [before, after].contains(&Between::Matched) && [before, after].contains(&Between::Nearest)
     );
-    h.get_by_label("between your slices, the one that fits")
-        .click();
-    h.step();
-    assert_eq!(between(&h), before);
+    assert_eq!(twice.between, before);
 }
 
 #[test]
 fn edges_can_follow_the_intensities() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut h = harness_on_sample(dir.path());
-    let intensity = |h: &Harness<'_, IcsegApp>| chain_options(h).intensity;
+    let [before, once, twice] = chain_options_over_two_clicks("edges follow the intensities");
     assert_eq!(
-        intensity(&h),
+        before.intensity,
         icseg::engine::INTENSITY_WEIGHT,
         "on by default"
     );
-    h.get_by_label("edges follow the intensities").click();
-    h.step();
-    assert_eq!(intensity(&h), 0.0, "the checkbox turns the evidence off");
-    h.get_by_label("edges follow the intensities").click();
-    h.step();
-    assert_eq!(intensity(&h), icseg::engine::INTENSITY_WEIGHT);
+    assert_eq!(once.intensity, 0.0, "the checkbox turns the evidence off");
+    assert_eq!(twice.intensity, icseg::engine::INTENSITY_WEIGHT);
 }

@@ -32,8 +32,8 @@ use super::{
 };
 use crate::model::SupportFeatures;
 use crate::volume::Image2D;
-use crate::volume::interpolate::{Refinement, ShapePrior};
-use crate::volume::likelihood::{IntensityModel, RING_MM};
+use crate::volume::interpolate::{RING_MM, Refinement, ShapePrior};
+use crate::volume::likelihood::IntensityModel;
 use crate::volume::register::{Demons, registration_slice, registration_window};
 
 /// Settings of a chained propagation ([`super::Strategy::Chain`]).

@@ -181,18 +181,18 @@ impl Default for Refinement {
     }
 }
 
-/// How far around an annotation its surroundings are sampled for [`separation`] (mm):
-/// the ring of the intensity evidence (`volume::likelihood::RING_MM`).
-const SEPARATION_RING_MM: f64 = 10.0;
+/// How far outside a structure its surroundings are sampled (mm): by [`separation`]
+/// and by the intensity model (`volume::likelihood`), whose evidence the engine applies
+/// within the same distance of the boundary.
+pub const RING_MM: f64 = 10.0;
 
 /// Adds the finite values of `image` inside a shape (its signed distance `distance`
-/// below 0) to `inside`, and those in the ring within `ring_mm` outside it to `ring`:
+/// below 0) to `inside`, and those in the ring within [`RING_MM`] outside it to `ring`:
 /// what a structure looks like against what surrounds it ([`separation`],
 /// `volume::likelihood::IntensityModel`).
 pub fn sample_inside_and_ring(
     image: &Image2D<f32>,
     distance: &Image2D<f32>,
-    ring_mm: f64,
     inside: &mut Vec<f32>,
     ring: &mut Vec<f32>,
 ) {
@@ -202,7 +202,7 @@ pub fn sample_inside_and_ring(
         }
         if d < 0.0 {
             inside.push(v);
-        } else if f64::from(d) <= ring_mm {
+        } else if f64::from(d) <= RING_MM {
             ring.push(v);
         }
     }
@@ -210,7 +210,7 @@ pub fn sample_inside_and_ring(
 
 /// How well `image` tells the annotations' inside from their surroundings: the total
 /// variation distance between the intensity histograms (32 bins over [0, 1]) of the
-/// inside (signed distance below 0) and of the ring within [`SEPARATION_RING_MM`]
+/// inside (signed distance below 0) and of the ring within [`RING_MM`]
 /// outside, pooled over the `(image, signed distance)` pairs. 0: alike, 1: apart.
 pub fn separation<'a>(
     pairs: impl IntoIterator<Item = (&'a Image2D<f32>, &'a Image2D<f32>)>,
@@ -218,7 +218,7 @@ pub fn separation<'a>(
     const BINS: usize = 32;
     let (mut inside, mut ring) = (Vec::new(), Vec::new());
     for (image, distance) in pairs {
-        sample_inside_and_ring(image, distance, SEPARATION_RING_MM, &mut inside, &mut ring);
+        sample_inside_and_ring(image, distance, &mut inside, &mut ring);
     }
     if inside.is_empty() || ring.is_empty() {
         return 0.0;

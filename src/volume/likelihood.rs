@@ -3,7 +3,7 @@
 //! (`engine::chain`, `ChainOptions::intensity`).
 //!
 //! On the annotated slices the inside of the structure and a ring just outside it
-//! (the tissue the boundary separates it from, within [`RING_MM`]) give two intensity
+//! (the tissue the boundary separates it from, within [`RING_MM`](super::interpolate::RING_MM)) give two intensity
 //! histograms. Their log ratio says, for any pixel of the volume, how much more its
 //! intensity looks like the inside than like the surroundings: bone around the
 //! spinal cord, muscle around the parotids, air around the mandible. Where inside and
@@ -15,9 +15,6 @@
 
 use super::interpolate::{sample_inside_and_ring, signed_distance};
 use super::{Image2D, nearest_rank};
-
-/// How far outside an annotation the surroundings are sampled (mm).
-pub const RING_MM: f64 = 10.0;
 
 /// Histogram bins between the sampled 1st and 99th percentiles.
 const BINS: usize = 48;
@@ -59,7 +56,7 @@ impl IntensityModel {
                 continue;
             }
             let sdf = signed_distance(mask, pixel_mm);
-            sample_inside_and_ring(image, &sdf, RING_MM, &mut inside, &mut ring);
+            sample_inside_and_ring(image, &sdf, &mut inside, &mut ring);
         }
         if inside.len() < MIN_PIXELS || ring.len() < MIN_PIXELS {
             return None;
