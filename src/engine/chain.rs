@@ -24,6 +24,7 @@
 //! [`ChainPlan`] is the pure part (order, supports, gating) and is tested on its own;
 //! [`propagate`] runs it on the engine's worker with the model.
 
+use std::thread::ScopedJoinHandle;
 use std::time::{Duration, Instant};
 
 use super::{
@@ -286,6 +287,12 @@ pub fn nearest_positions(annotated: &[usize], slice: usize, count: usize) -> Vec
 
 /// Runs a chained propagation job on the worker, sending its events: every target
 /// slice gets one [`Event::SlicePredicted`] (all zero for slices never queried).
+///
+/// The shape prior and the intensity model are built on a thread of their own while
+/// the network segments the slices between the annotations (the network alone leaves
+/// part of the CPU idle); those slices are blended and sent as soon as the prior is
+/// there. The waves beyond the annotations wait for it: where a structure ends
+/// depends on the blend.
 pub(super) fn propagate(
     predictor: &mut Predictor,
     config: &EngineConfig,
@@ -303,135 +310,113 @@ pub(super) fn propagate(
         total: job.slices.len(),
     });
     let mut run = ChainRun::new(predictor, config, &job, options)?;
-    run.answer_unreachable(out);
+    let support = job.support;
+    std::thread::scope(|scope| {
+        let mut building = Some(scope.spawn(move || PriorParts::build(support, options)));
+        run.answer_unreachable(out);
 
-    // Without memory the slices between the annotations depend on nothing predicted:
-    // they run first, in batches of the queries that use the same annotated slices.
-    if options.memory == 0 {
-        for (positions, queries) in run.independent_groups() {
-            let features = run.features(predictor, &positions);
-            for batch in queries.chunks(config.batch_size.max(1)) {
+        // Without memory the slices between the annotations depend on nothing
+        // predicted: they run first, in batches of the queries that use the same
+        // annotated slices.
+        let mut waiting: Vec<(usize, Option<Image2D<f32>>)> = Vec::new();
+        if options.memory == 0 {
+            for (positions, queries) in run.independent_groups() {
+                let features = run.features(predictor, &positions);
+                for batch in queries.chunks(config.batch_size.max(1)) {
+                    if must_stop(id, predictor, config, out, cancellation, queue) {
+                        return Ok(());
+                    }
+                    let network = run.network(predictor, &features, batch)?;
+                    waiting.extend(batch.iter().copied().zip(network));
+                    if building.as_ref().is_some_and(|b| b.is_finished()) {
+                        run.install(building.take());
+                    }
+                    if building.is_none() {
+                        run.blend_and_deliver(out, waiting.drain(..));
+                    }
+                    run.progress(out);
+                }
+                let support = positions.iter().map(|&p| run.annotated[p]).collect();
+                run.groups.push(SupportGroup { support, queries });
+            }
+        }
+        let wait = Instant::now();
+        run.install(building.take());
+        run.prior_wait = wait.elapsed();
+        run.blend_and_deliver(out, waiting.drain(..));
+
+        // The rest in waves outward: each slice may lean on the waves before it.
+        let waves: Vec<Vec<Step>> = run.plan.waves().map(<[Step]>::to_vec).collect();
+        for wave in waves {
+            let mut new_memory = Vec::new();
+            for step in &wave {
+                if run.masks[step.slice].is_some() {
+                    continue;
+                }
                 if must_stop(id, predictor, config, out, cancellation, queue) {
                     return Ok(());
                 }
-                let predicted = run.predict(predictor, &features, batch)?;
-                for (&slice, probabilities) in batch.iter().zip(predicted) {
-                    run.deliver(out, slice, probabilities);
+                let probabilities = if step.gated && !run.is_non_empty(step.previous()) {
+                    run.zeros.clone()
+                } else {
+                    let (positions, used) = run.supports(step);
+                    let features = run.features(predictor, &positions);
+                    let network = run.network(predictor, &features, &[step.slice])?;
+                    run.groups.push(SupportGroup {
+                        support: used,
+                        queries: vec![step.slice],
+                    });
+                    run.blend(step.slice, network.into_iter().next().flatten())
+                };
+                if options.memory > 0 {
+                    new_memory.push(step.slice);
                 }
+                run.deliver(out, step.slice, probabilities);
                 run.progress(out);
             }
-            let support = positions.iter().map(|&p| run.annotated[p]).collect();
-            run.groups.push(SupportGroup { support, queries });
+            run.remember(predictor, &new_memory);
         }
-    }
-
-    // The rest in waves outward: each slice may lean on the waves before it.
-    let waves: Vec<Vec<Step>> = run.plan.waves().map(<[Step]>::to_vec).collect();
-    for wave in waves {
-        let mut new_memory = Vec::new();
-        for step in &wave {
-            if run.masks[step.slice].is_some() {
-                continue;
-            }
-            if must_stop(id, predictor, config, out, cancellation, queue) {
-                return Ok(());
-            }
-            let probabilities = if step.gated && !run.is_non_empty(step.previous()) {
-                run.zeros.clone()
-            } else {
-                let (positions, used) = run.supports(step);
-                let features = run.features(predictor, &positions);
-                let p = run.predict(predictor, &features, &[step.slice])?.remove(0);
-                run.groups.push(SupportGroup {
-                    support: used,
-                    queries: vec![step.slice],
-                });
-                p
-            };
-            if options.memory > 0 {
-                new_memory.push(step.slice);
-            }
-            run.deliver(out, step.slice, probabilities);
-            run.progress(out);
-        }
-        run.remember(predictor, &new_memory);
-    }
-    run.finish(out, start);
-    Ok(())
+        run.finish(out, start);
+        Ok(())
+    })
 }
 
-/// A chained propagation in progress: the plan, what is known of every slice, and the
-/// features of every slice that can serve as a support.
-struct ChainRun<'a> {
-    id: super::JobId,
-    support: &'a SupportSet,
-    options: ChainOptions,
-    plan: ChainPlan,
-    region: crate::volume::Region,
-    /// The shape prior and its weight in the blend (`None` with weight 0).
+/// The shape prior of a job and the intensity model of its structure, with the time
+/// they took to build.
+struct PriorParts {
+    /// `None` with a prior weight of 0.
     prior: Option<ShapePrior>,
-    weight: f32,
-    /// The structure's intensity model when `options.intensity` is on.
+    /// `None` with an intensity weight of 0, or when the annotations cannot teach one.
     intensity: Option<IntensityModel>,
-    annotated: Vec<usize>,
-    non_empty: Vec<bool>,
-    /// Each slice's mask once answered.
-    masks: Vec<Option<Image2D<u8>>>,
-    /// Support features of the annotated slices, then of the remembered predictions.
-    pool: SupportFeatures,
-    pool_position: Vec<Option<usize>>,
-    pool_len: usize,
-    zeros: Image2D<f32>,
-    total: usize,
-    done: usize,
-    batches: usize,
-    /// Slices run through the network.
-    queried: usize,
-    groups: Vec<SupportGroup>,
-    timings: Timings,
-    cache: super::CacheUse,
-    support_encoding: Duration,
-    /// Building the prior and the intensity model.
-    prior_setup: Duration,
-    /// Blending and intensity evidence, summed over slices.
-    blend: Duration,
+    took: Duration,
 }
 
-impl<'a> ChainRun<'a> {
-    /// Prepares and encodes the annotated slices and plans the job.
-    fn new(
-        predictor: &mut Predictor,
-        config: &EngineConfig,
-        job: &PropagationJob<'a>,
-        options: ChainOptions,
-    ) -> Result<Self, EngineError> {
+impl PriorParts {
+    /// Builds the prior (its registrations included, when guided) and the intensity
+    /// model from the annotated slices of `support`.
+    fn build(support: &SupportSet, options: ChainOptions) -> Self {
         let start = Instant::now();
-        let support = job.support;
-        let prepared = predictor.prepare_support(support, config.roi)?;
-        let (pool, cache) = predictor.support_features(&prepared);
-        let support_encoding = start.elapsed();
-        let prior_start = Instant::now();
         let g = support.volume.geometry();
         let axis = support.axis;
         let count = g.slice_count(axis);
-        if let Some(&bad) = job.slices.iter().find(|&&i| i >= count) {
-            return Err(EngineError::SliceOutOfRange { index: bad, count });
-        }
-        let annotated: Vec<usize> = support.slices.iter().map(|s| s.index).collect();
-        let non_empty: Vec<bool> = support
-            .slices
-            .iter()
-            .map(|s| s.mask.data.iter().any(|&v| v != 0))
-            .collect();
-        let weight = options.prior_weight.clamp(0.0, 1.0);
-        let prior = (weight > 0.0).then(|| {
+        // Beside the network (which alone keeps about 1.3 of 2 cores busy) the
+        // registrations take one core less: on 2 cores the 100-slice bench ran 1.1 s
+        // faster with one registration thread than with two (docs/evaluation.md).
+        let threads = if options.prior_weight < 1.0 {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            cores.saturating_sub(1).max(1)
+        } else {
+            0
+        };
+        let prior = (options.prior_weight > 0.0).then(|| {
             let prior = ShapePrior::new(
                 support.slices.iter().map(|s| (s.index, &s.mask)),
                 g.slice_spacing_mm(axis),
                 g.spacing_mm[axis.index()],
                 options.taper,
             )
-            .with_between(options.between);
+            .with_between(options.between)
+            .with_threads(threads);
             let prior = match options.hold_mm {
                 Some(mm) => prior.with_hold_mm(f64::from(mm)),
                 None => prior,
@@ -461,7 +446,82 @@ impl<'a> ChainRun<'a> {
                 )
             })
             .flatten();
-        let prior_setup = prior_start.elapsed();
+        Self {
+            prior,
+            intensity,
+            took: start.elapsed(),
+        }
+    }
+}
+
+/// A chained propagation in progress: the plan, what is known of every slice, and the
+/// features of every slice that can serve as a support.
+struct ChainRun<'a> {
+    id: super::JobId,
+    support: &'a SupportSet,
+    options: ChainOptions,
+    plan: ChainPlan,
+    region: crate::volume::Region,
+    /// The shape prior (`None` with weight 0, and until [`Self::install`]) and its
+    /// weight in the blend.
+    prior: Option<ShapePrior>,
+    weight: f32,
+    /// The structure's intensity model when `options.intensity` is on (from
+    /// [`Self::install`]).
+    intensity: Option<IntensityModel>,
+    annotated: Vec<usize>,
+    non_empty: Vec<bool>,
+    /// Each slice's mask once answered.
+    masks: Vec<Option<Image2D<u8>>>,
+    /// Support features of the annotated slices, then of the remembered predictions.
+    pool: SupportFeatures,
+    pool_position: Vec<Option<usize>>,
+    pool_len: usize,
+    zeros: Image2D<f32>,
+    total: usize,
+    done: usize,
+    batches: usize,
+    /// Slices run through the network.
+    queried: usize,
+    groups: Vec<SupportGroup>,
+    timings: Timings,
+    cache: super::CacheUse,
+    support_encoding: Duration,
+    /// Building the prior and the intensity model (beside the network).
+    prior_setup: Duration,
+    /// Of `prior_setup`, how long the propagation waited for them.
+    prior_wait: Duration,
+    /// Blending and intensity evidence, summed over slices.
+    blend: Duration,
+}
+
+impl<'a> ChainRun<'a> {
+    /// Prepares and encodes the annotated slices and plans the job; the prior comes
+    /// later ([`Self::install`]).
+    fn new(
+        predictor: &mut Predictor,
+        config: &EngineConfig,
+        job: &PropagationJob<'a>,
+        options: ChainOptions,
+    ) -> Result<Self, EngineError> {
+        let start = Instant::now();
+        let support = job.support;
+        let prepared = predictor.prepare_support(support, config.roi)?;
+        let (pool, cache) = predictor.support_features(&prepared);
+        let support_encoding = start.elapsed();
+        let g = support.volume.geometry();
+        let axis = support.axis;
+        let count = g.slice_count(axis);
+        if let Some(&bad) = job.slices.iter().find(|&&i| i >= count) {
+            return Err(EngineError::SliceOutOfRange { index: bad, count });
+        }
+        let annotated: Vec<usize> = support.slices.iter().map(|s| s.index).collect();
+        let non_empty: Vec<bool> = support
+            .slices
+            .iter()
+            .map(|s| s.mask.data.iter().any(|&v| v != 0))
+            .collect();
+        let weight = options.prior_weight.clamp(0.0, 1.0);
         let mut pool_position = vec![None; count];
         for (p, &z) in annotated.iter().enumerate() {
             pool_position[z] = Some(p);
@@ -473,9 +533,9 @@ impl<'a> ChainRun<'a> {
             options,
             plan: ChainPlan::new(&annotated, &non_empty, job.slices),
             region: prepared.region,
-            prior,
+            prior: None,
             weight,
-            intensity,
+            intensity: None,
             pool_len: annotated.len(),
             annotated,
             non_empty,
@@ -491,7 +551,8 @@ impl<'a> ChainRun<'a> {
             timings: Timings::default(),
             cache,
             support_encoding,
-            prior_setup,
+            prior_setup: Duration::ZERO,
+            prior_wait: Duration::ZERO,
             blend: Duration::ZERO,
         })
     }
@@ -553,28 +614,37 @@ impl<'a> ChainRun<'a> {
 
     /// The prior's weight in the blend on slice `z` (0 without a prior).
     fn prior_weight(&self, z: usize) -> f32 {
-        if self.prior.is_none() {
+        if self.weight <= 0.0 {
             return 0.0;
         }
         let from_annotation = self.plan.distance(z).unwrap_or(0);
         prior_weight_at(self.weight, self.options.near_prior, from_annotation)
     }
 
-    /// The blended probabilities of `slices` (one batch) segmented with `features`
-    /// ([`Self::features`]). The network is run only on the slices where the prior does
-    /// not weigh everything (next to an annotation it does, and with the prior alone).
-    fn predict(
+    /// Installs the prior and the intensity model once built (`None`: already done).
+    fn install(&mut self, building: Option<ScopedJoinHandle<'_, PriorParts>>) {
+        let Some(building) = building else { return };
+        let parts = building
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        self.prior = parts.prior;
+        self.intensity = parts.intensity;
+        self.prior_setup = parts.took;
+    }
+
+    /// The network's probabilities of `slices` (one batch) segmented with `features`
+    /// ([`Self::features`]), `None` where the prior weighs everything (next to an
+    /// annotation, and with the prior alone): the network is not run there.
+    fn network(
         &mut self,
         predictor: &Predictor,
         features: &SupportFeatures,
         slices: &[usize],
-    ) -> Result<Vec<Image2D<f32>>, EngineError> {
-        let weights: Vec<f32> = slices.iter().map(|&z| self.prior_weight(z)).collect();
+    ) -> Result<Vec<Option<Image2D<f32>>>, EngineError> {
         let queried: Vec<usize> = slices
             .iter()
-            .zip(&weights)
-            .filter(|(_, w)| **w < 1.0)
-            .map(|(&z, _)| z)
+            .copied()
+            .filter(|&z| self.prior_weight(z) < 1.0)
             .collect();
         let mut network = Vec::new().into_iter();
         if !queried.is_empty() {
@@ -590,36 +660,53 @@ impl<'a> ChainRun<'a> {
             self.queried += queried.len();
             network = p.into_iter();
         }
-        let blend_start = Instant::now();
-        let mut predicted = Vec::with_capacity(slices.len());
-        for (&z, &w) in slices.iter().zip(&weights) {
-            let mut p = if w < 1.0 {
-                network.next().expect("one answer per queried slice")
-            } else {
-                self.zeros.clone()
+        Ok(slices
+            .iter()
+            .map(|&z| {
+                (self.prior_weight(z) < 1.0)
+                    .then(|| network.next().expect("one answer per queried slice"))
+            })
+            .collect())
+    }
+
+    /// Slice `z`'s probabilities: the network's (`None` where it was not run) blended
+    /// with the prior, plus the intensity evidence. Needs [`Self::install`] first.
+    fn blend(&mut self, z: usize, network: Option<Image2D<f32>>) -> Image2D<f32> {
+        let start = Instant::now();
+        let w = self.prior_weight(z);
+        let mut p = network.unwrap_or_else(|| self.zeros.clone());
+        // The prior's signed distance, computed once: it gives the prior's
+        // probabilities and bounds where the intensity evidence applies.
+        let distance = self
+            .prior
+            .as_ref()
+            .and_then(|prior| prior.signed_distance(z));
+        if let Some(prior) = &self.prior {
+            let q = match &distance {
+                Some(d) => prior.probability_of_distance(d),
+                None => self.zeros.clone(),
             };
-            // The prior's signed distance, computed once: it gives the prior's
-            // probabilities and bounds where the intensity evidence applies.
-            let distance = self
-                .prior
-                .as_ref()
-                .and_then(|prior| prior.signed_distance(z));
-            if let Some(prior) = &self.prior {
-                let q = match &distance {
-                    Some(d) => prior.probability_of_distance(d),
-                    None => self.zeros.clone(),
-                };
-                for (v, pv) in p.data.iter_mut().zip(&q.data) {
-                    *v = (1.0 - w) * *v + w * pv;
-                }
+            for (v, pv) in p.data.iter_mut().zip(&q.data) {
+                *v = (1.0 - w) * *v + w * pv;
             }
-            if let Some(model) = &self.intensity {
-                self.add_intensity_evidence(model, z, distance.as_ref(), &mut p);
-            }
-            predicted.push(p);
         }
-        self.blend += blend_start.elapsed();
-        Ok(predicted)
+        if let Some(model) = &self.intensity {
+            self.add_intensity_evidence(model, z, distance.as_ref(), &mut p);
+        }
+        self.blend += start.elapsed();
+        p
+    }
+
+    /// Blends and sends the slices whose network answers were waiting for the prior.
+    fn blend_and_deliver(
+        &mut self,
+        out: &Outbox,
+        waiting: impl Iterator<Item = (usize, Option<Image2D<f32>>)>,
+    ) {
+        for (z, network) in waiting {
+            let p = self.blend(z, network);
+            self.deliver(out, z, p);
+        }
     }
 
     /// Adds the intensity evidence of slice `z` to the log-odds of its probabilities
@@ -707,6 +794,7 @@ impl<'a> ChainRun<'a> {
                 support_encoding: self.support_encoding,
                 retrieval: Duration::ZERO,
                 prior: self.prior_setup,
+                prior_wait: self.prior_wait,
                 blend: self.blend,
                 timings: self.timings,
                 total: start.elapsed(),

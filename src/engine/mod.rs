@@ -308,6 +308,10 @@ pub struct PropagationStats {
     /// a chained propagation (zero otherwise; seconds in JSON).
     #[serde(serialize_with = "as_seconds")]
     pub prior: Duration,
+    /// Of `prior`, how long the propagation waited for it: the rest was built while
+    /// the network ran (seconds in JSON).
+    #[serde(serialize_with = "as_seconds")]
+    pub prior_wait: Duration,
     /// Blending the network with the prior and adding the intensity evidence, summed
     /// over slices (zero for a one-shot propagation; seconds in JSON).
     #[serde(serialize_with = "as_seconds")]
@@ -1025,6 +1029,7 @@ fn propagate(
             support_encoding,
             retrieval,
             prior: Duration::ZERO,
+            prior_wait: Duration::ZERO,
             blend: Duration::ZERO,
             timings,
             total: start.elapsed(),

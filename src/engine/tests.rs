@@ -1324,6 +1324,43 @@ fn the_network_is_not_run_next_to_an_annotation() {
 }
 
 #[test]
+fn every_slice_is_blended_with_the_prior_built_beside_the_network() {
+    let (volume, masks) = phantom();
+    let engine = Engine::start(tiny_config(2), Box::new(|| {}));
+    expect_ready(&engine);
+    let targets: Vec<usize> = (3..9).collect();
+    let run = |prior_weight: f32| {
+        let options = ChainOptions {
+            prior_weight,
+            intensity: 0.0,
+            near_prior: false,
+            ..ChainOptions::default()
+        };
+        let (mut predicted, stats) = run_to_end(
+            &engine,
+            support(&volume, &masks, &[2, 9]),
+            targets.clone(),
+            Strategy::Chain(options),
+        );
+        predicted.sort_by_key(|(z, _)| *z);
+        (predicted, stats)
+    };
+    let (network, _) = run(0.0);
+    let (prior, prior_stats) = run(1.0);
+    let (blend, stats) = run(0.7);
+    assert!(stats.prior > Duration::ZERO && stats.prior_wait <= stats.prior);
+    assert_eq!((prior_stats.queried, stats.queried), (0, 6));
+    // In batches of 2 the network may answer before the prior is built: those slices
+    // wait for it and are blended all the same.
+    assert_eq!(blend.len(), 6);
+    for ((z, b), ((_, n), (_, p))) in blend.iter().zip(network.iter().zip(&prior)) {
+        for ((&b, &n), &p) in b.data.iter().zip(&n.data).zip(&p.data) {
+            assert!((b - (0.3 * n + 0.7 * p)).abs() < 1e-5, "slice {z}");
+        }
+    }
+}
+
+#[test]
 fn without_memory_the_slices_between_annotations_run_in_shared_batches() {
     let (volume, masks) = phantom();
     let engine = Engine::start(tiny_config(4), Box::new(|| {}));

@@ -88,6 +88,8 @@ pub struct ShapePrior {
     between: Between,
     /// The anchors' shapes carried along the image ([`Self::guided`]).
     guide: Option<Guide>,
+    /// Threads [`Self::guided`] registers on; 0: one per core.
+    threads: usize,
 }
 
 /// Each anchor's signed distance carried slice by slice along the deformation between
@@ -260,6 +262,7 @@ impl ShapePrior {
             hold_mm: 0.0,
             between: Between::Interpolate,
             guide: None,
+            threads: 0,
         };
         prior.hold_mm = prior.default_hold_mm();
         prior
@@ -277,6 +280,13 @@ impl ShapePrior {
     /// reads it.
     pub fn with_between(mut self, between: Between) -> Self {
         self.between = between;
+        self
+    }
+
+    /// The same prior registering on `threads` threads in [`Self::guided`] (0: one per
+    /// core), e.g. to leave a core to a network running beside it.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
         self
     }
 
@@ -503,7 +513,7 @@ impl ShapePrior {
             .map(|z| (z, downsample(&cut(&image(z), crop), factor)))
             .collect();
         let mut fields: std::collections::HashMap<(usize, usize), Displacement> =
-            in_parallel(&registered, |&(t, f)| {
+            in_parallel(self.threads, &registered, |&(t, f)| {
                 ((t, f), demons.register(&slices[&t], &slices[&f]))
             })
             .into_iter()
@@ -513,7 +523,9 @@ impl ShapePrior {
             .copied()
             .filter(|pair| !fields.contains_key(pair))
             .collect();
-        let inverses = in_parallel(&walked_back, |&(t, f)| ((t, f), fields[&(f, t)].inverse()));
+        let inverses = in_parallel(self.threads, &walked_back, |&(t, f)| {
+            ((t, f), fields[&(f, t)].inverse())
+        });
         fields.extend(inverses);
         // The refinement runs only where the image shows the structure's edge: its
         // first distance and its demons.
@@ -545,7 +557,7 @@ impl ShapePrior {
             .zip(&halfway_chains)
             .map(|((n, targets), (_, half))| (n, targets, half.len()))
             .collect();
-        let chained = in_parallel(&chains, |(n, targets, halfway)| {
+        let chained = in_parallel(self.threads, &chains, |(n, targets, halfway)| {
             let mut sdf = cut(&self.anchors[*n].1, crop);
             let mut anchor_image = (refine.is_some() || matched)
                 .then(|| slices.get(&self.anchors[*n].0).cloned())
@@ -673,11 +685,18 @@ impl ShapePrior {
     }
 }
 
-/// `f` of every item, spread over the machine's cores (in no particular order).
-fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |t| t.get())
-        .clamp(1, items.len().max(1));
+/// `f` of every item, spread over `threads` threads (0: one per core; in no particular
+/// order).
+fn in_parallel<T: Sync, R: Send>(
+    threads: usize,
+    items: &[T],
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, |t| t.get()),
+        n => n,
+    }
+    .clamp(1, items.len().max(1));
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|worker| {
