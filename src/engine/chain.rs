@@ -24,6 +24,8 @@
 //! [`ChainPlan`] is the pure part (order, supports, gating) and is tested on its own;
 //! [`propagate`] runs it on the engine's worker with the model.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::ScopedJoinHandle;
 use std::time::{Duration, Instant};
 
@@ -312,7 +314,14 @@ pub(super) fn propagate(
     let mut run = ChainRun::new(predictor, config, &job, options)?;
     let support = job.support;
     std::thread::scope(|scope| {
-        let mut building = Some(scope.spawn(move || PriorParts::build(support, options)));
+        // However the job ends (stopped, failed, done), the prior's build gives up then
+        // rather than hold the worker until it is complete.
+        let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
+        let building_stop = stop.0.clone();
+        let network_on_cpu = !predictor.device().is_gpu;
+        let mut building = Some(
+            scope.spawn(move || PriorParts::build(support, options, network_on_cpu, building_stop)),
+        );
         run.answer_unreachable(out);
 
         // Without memory the slices between the annotations depend on nothing
@@ -381,6 +390,15 @@ pub(super) fn propagate(
     })
 }
 
+/// Sets its flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// The shape prior of a job and the intensity model of its structure, with the time
 /// they took to build.
 struct PriorParts {
@@ -393,16 +411,23 @@ struct PriorParts {
 
 impl PriorParts {
     /// Builds the prior (its registrations included, when guided) and the intensity
-    /// model from the annotated slices of `support`.
-    fn build(support: &SupportSet, options: ChainOptions) -> Self {
+    /// model from the annotated slices of `support`, leaving a core to the network
+    /// when it runs on the CPU beside them; the registrations give up once `stop` is
+    /// set ([`ShapePrior::with_stop`]).
+    fn build(
+        support: &SupportSet,
+        options: ChainOptions,
+        network_on_cpu: bool,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
         let start = Instant::now();
         let g = support.volume.geometry();
         let axis = support.axis;
         let count = g.slice_count(axis);
-        // Beside the network (which alone keeps about 1.3 of 2 cores busy) the
-        // registrations take one core less: on 2 cores the 100-slice bench ran 1.1 s
+        // Beside the network on the CPU (which alone keeps about 1.3 of 2 cores busy)
+        // the registrations take one core less: on 2 cores the 100-slice bench ran 1.1 s
         // faster with one registration thread than with two (docs/evaluation.md).
-        let threads = if options.prior_weight < 1.0 {
+        let threads = if network_on_cpu && options.prior_weight < 1.0 {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             cores.saturating_sub(1).max(1)
         } else {
@@ -416,7 +441,8 @@ impl PriorParts {
                 options.taper,
             )
             .with_between(options.between)
-            .with_threads(threads);
+            .with_threads(threads)
+            .with_stop(stop);
             let prior = match options.hold_mm {
                 Some(mm) => prior.with_hold_mm(f64::from(mm)),
                 None => prior,

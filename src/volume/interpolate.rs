@@ -20,6 +20,9 @@
 //! evaluation's `interp` baseline and the app's "Fill between slices" use the plain
 //! interpolation.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use super::register::{Demons, Displacement, downsample, registration_factor};
 use super::{Axis, Image2D, LabelMap, LabelValue};
 
@@ -90,6 +93,8 @@ pub struct ShapePrior {
     guide: Option<Guide>,
     /// Threads [`Self::guided`] registers on; 0: one per core.
     threads: usize,
+    /// Set by someone who no longer needs [`Self::guided`]'s work ([`Self::with_stop`]).
+    stop: Option<Arc<AtomicBool>>,
 }
 
 /// Each anchor's signed distance carried slice by slice along the deformation between
@@ -263,6 +268,7 @@ impl ShapePrior {
             between: Between::Interpolate,
             guide: None,
             threads: 0,
+            stop: None,
         };
         prior.hold_mm = prior.default_hold_mm();
         prior
@@ -288,6 +294,55 @@ impl ShapePrior {
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.threads = threads;
         self
+    }
+
+    /// The same prior whose [`Self::guided`] gives up soon after `stop` is set (a
+    /// cancelled propagation): it then returns the prior unguided, for its caller to
+    /// drop.
+    pub fn with_stop(mut self, stop: Arc<AtomicBool>) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    /// Whether [`Self::with_stop`]'s flag is set.
+    fn stopped(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+    }
+
+    /// `f` of every item, spread over [`Self::with_threads`] threads (in no particular
+    /// order); `None` once stopped ([`Self::with_stop`]), the items left undone.
+    fn in_parallel<T: Sync, R: Send>(
+        &self,
+        items: &[T],
+        f: impl Fn(&T) -> R + Sync,
+    ) -> Option<Vec<R>> {
+        let threads = match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |t| t.get()),
+            n => n,
+        }
+        .clamp(1, items.len().max(1));
+        let done = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|worker| {
+                    let f = &f;
+                    scope.spawn(move || {
+                        items
+                            .iter()
+                            .skip(worker)
+                            .step_by(threads)
+                            .map_while(|item| (!self.stopped()).then(|| f(item)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().expect("a guided-prior worker panicked"))
+                .collect()
+        });
+        (!self.stopped()).then_some(done)
     }
 
     /// The default hold: half the mean gap between the annotated slices (mm), or
@@ -512,20 +567,23 @@ impl ShapePrior {
             .into_iter()
             .map(|z| (z, downsample(&cut(&image(z), crop), factor)))
             .collect();
+        let Some(fields) = self.in_parallel(&registered, |&(t, f)| {
+            ((t, f), demons.register(&slices[&t], &slices[&f]))
+        }) else {
+            return self;
+        };
         let mut fields: std::collections::HashMap<(usize, usize), Displacement> =
-            in_parallel(self.threads, &registered, |&(t, f)| {
-                ((t, f), demons.register(&slices[&t], &slices[&f]))
-            })
-            .into_iter()
-            .collect();
+            fields.into_iter().collect();
         let walked_back: Vec<(usize, usize)> = pairs
             .iter()
             .copied()
             .filter(|pair| !fields.contains_key(pair))
             .collect();
-        let inverses = in_parallel(self.threads, &walked_back, |&(t, f)| {
-            ((t, f), fields[&(f, t)].inverse())
-        });
+        let Some(inverses) =
+            self.in_parallel(&walked_back, |&(t, f)| ((t, f), fields[&(f, t)].inverse()))
+        else {
+            return self;
+        };
         fields.extend(inverses);
         // The refinement runs only where the image shows the structure's edge: its
         // first distance and its demons.
@@ -557,7 +615,7 @@ impl ShapePrior {
             .zip(&halfway_chains)
             .map(|((n, targets), (_, half))| (n, targets, half.len()))
             .collect();
-        let chained = in_parallel(self.threads, &chains, |(n, targets, halfway)| {
+        let chained = self.in_parallel(&chains, |(n, targets, halfway)| {
             let mut sdf = cut(&self.anchors[*n].1, crop);
             let mut anchor_image = (refine.is_some() || matched)
                 .then(|| slices.get(&self.anchors[*n].0).cloned())
@@ -565,6 +623,9 @@ impl ShapePrior {
             let mut shapes = Vec::with_capacity(targets.len());
             let mut images = Vec::new();
             for (step, &target) in targets.iter().enumerate() {
+                if self.stopped() {
+                    break;
+                }
                 let field = &fields[&(target, previous(*n, target))];
                 sdf = field.upsample(factor, crop.2, crop.3).warp(&sdf);
                 let mut shape = sdf.clone();
@@ -593,6 +654,9 @@ impl ShapePrior {
             }
             (shapes, images)
         });
+        let Some(chained) = chained else {
+            return self;
+        };
         let mut carried = std::collections::HashMap::new();
         let mut carried_images = std::collections::HashMap::new();
         for (shapes, images) in chained {
@@ -683,39 +747,6 @@ impl ShapePrior {
         let scale = (0.5 * self.pixel_mm).max(1e-3) as f32;
         distance.map(|v| 1.0 / (1.0 + (v / scale).exp()))
     }
-}
-
-/// `f` of every item, spread over `threads` threads (0: one per core; in no particular
-/// order).
-fn in_parallel<T: Sync, R: Send>(
-    threads: usize,
-    items: &[T],
-    f: impl Fn(&T) -> R + Sync,
-) -> Vec<R> {
-    let threads = match threads {
-        0 => std::thread::available_parallelism().map_or(1, |t| t.get()),
-        n => n,
-    }
-    .clamp(1, items.len().max(1));
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|worker| {
-                let f = &f;
-                scope.spawn(move || {
-                    items
-                        .iter()
-                        .skip(worker)
-                        .step_by(threads)
-                        .map(f)
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("a guided-prior worker panicked"))
-            .collect()
-    })
 }
 
 /// The part `(left, top, width, height)` of `image`.
@@ -976,6 +1007,33 @@ mod tests {
             None,
         );
         assert_eq!(area(&none.mask(1, w, w)), 0);
+    }
+
+    #[test]
+    fn a_stopped_guided_build_gives_up_and_leaves_the_prior_unguided() {
+        // The drifting disc of the test above, which guidance follows and a copy does
+        // not; the build is told to stop before it starts.
+        let w = 48;
+        let truth = |z: usize| disc_at(w, 14.0 + z as f64, 24.0, 6.0);
+        let image = |z: usize| truth(z).map(f32::from);
+        let (a, b) = (truth(0), truth(10));
+        let plain = ShapePrior::new([(0, &a), (10, &b)], (1.0, 1.0), 2.5, 8.0)
+            .with_between(Between::Nearest);
+        let stop = Arc::new(AtomicBool::new(true));
+        let stopped =
+            plain
+                .clone()
+                .with_stop(stop.clone())
+                .guided(14, image, &Demons::default(), None);
+        for z in [3, 7, 12] {
+            assert_eq!(stopped.mask(z, w, w).data, plain.mask(z, w, w).data, "{z}");
+        }
+        stop.store(false, Ordering::Relaxed);
+        let guided = plain
+            .clone()
+            .with_stop(stop)
+            .guided(14, image, &Demons::default(), None);
+        assert_ne!(guided.mask(3, w, w).data, plain.mask(3, w, w).data);
     }
 
     /// With the nearer annotation's shape alone between two annotations, each shape is
