@@ -1,7 +1,7 @@
 //! The shipped weights (`weights/icseg-lite.bpk`, produced by `icseg train` and
 //! `icseg ship`) load into the architecture and actually segment real anatomy.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use icseg::engine::{
     ChainOptions, DeviceChoice, DeviceRequest, EngineConfig, Strategy, WeightsChoice, WeightsStatus,
@@ -16,12 +16,26 @@ fn shipped_weights() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/icseg-lite.bpk")
 }
 
+/// The CPU backend's random numbers, seeded, for one test at a time: "random weights"
+/// are then the same weights in every run (unseeded, one draw in about twenty lifted
+/// the random blend below to 0.599, past its bound), and no other test of this file
+/// draws from the same generator meanwhile.
+fn seeded_random_numbers() -> MutexGuard<'static, ()> {
+    static RANDOM: Mutex<()> = Mutex::new(());
+    let guard = RANDOM
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    burn::tensor::Device::flex().seed(2025);
+    guard
+}
+
 #[test]
 fn shipped_weights_match_the_lite_architecture() {
     let path = shipped_weights();
     assert!(path.is_file(), "{} is missing", path.display());
     let size = std::fs::metadata(&path).unwrap().len();
     assert!(size < 50_000_000, "weights file of {size} bytes");
+    let _random = seeded_random_numbers();
     let device = burn::tensor::Device::flex();
     let model = icseg::model::Model::load_weights(&ModelConfig::lite(), &path, &device)
         .expect("the shipped weights load into the lite configuration");
@@ -57,6 +71,7 @@ fn dice_from_three_slices(
     weights: WeightsChoice,
     strategy: Strategy,
 ) -> (f64, WeightsStatus) {
+    let _random = seeded_random_numbers();
     let mut network = NetworkPropagator::start(
         EngineConfig {
             device: DeviceRequest::Choice(DeviceChoice::Cpu),

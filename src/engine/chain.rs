@@ -638,7 +638,7 @@ impl<'a> ChainRun<'a> {
         predictor.model().select_support(&self.pool, positions)
     }
 
-    /// The prior's weight in the blend on slice `z` (0 without a prior).
+    /// The prior's weight in the blend on slice `z` (0 when the prior has no weight).
     fn prior_weight(&self, z: usize) -> f32 {
         if self.weight <= 0.0 {
             return 0.0;
