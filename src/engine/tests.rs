@@ -1285,23 +1285,16 @@ fn a_chained_slice_is_explained_with_the_annotations_and_memory_it_used() {
 /// explanation.
 #[test]
 fn the_network_is_not_run_next_to_an_annotation() {
-    let (volume, masks) = phantom();
     let engine = Engine::start(tiny_config(4), Box::new(|| {}));
     expect_ready(&engine);
-    let targets: Vec<usize> = (3..9).collect();
     let run = |prior_weight: f32| {
-        let options = ChainOptions {
-            prior_weight,
-            ..ChainOptions::default()
-        };
-        let (mut predicted, stats) = run_to_end(
+        chain_between_two_annotations(
             &engine,
-            support(&volume, &masks, &[2, 9]),
-            targets.clone(),
-            Strategy::Chain(options),
-        );
-        predicted.sort_by_key(|(z, _)| *z);
-        (predicted, stats)
+            ChainOptions {
+                prior_weight,
+                ..ChainOptions::default()
+            },
+        )
     };
     let (blend, stats) = run(ChainOptions::default().prior_weight);
     // 3 and 8 are next to the annotations 2 and 9; 4..=7 are two or more away.
@@ -1323,27 +1316,37 @@ fn the_network_is_not_run_next_to_an_annotation() {
     );
 }
 
+/// The phantom annotated on slices 2 and 9, propagated to 3..=8 with `options`: the
+/// probabilities in slice order, and the stats.
+fn chain_between_two_annotations(
+    engine: &Engine,
+    options: ChainOptions,
+) -> (Vec<(usize, Image2D<f32>)>, PropagationStats) {
+    let (volume, masks) = phantom();
+    let (mut predicted, stats) = run_to_end(
+        engine,
+        support(&volume, &masks, &[2, 9]),
+        (3..9).collect(),
+        Strategy::Chain(options),
+    );
+    predicted.sort_by_key(|(z, _)| *z);
+    (predicted, stats)
+}
+
 #[test]
 fn every_slice_is_blended_with_the_prior_built_beside_the_network() {
-    let (volume, masks) = phantom();
     let engine = Engine::start(tiny_config(2), Box::new(|| {}));
     expect_ready(&engine);
-    let targets: Vec<usize> = (3..9).collect();
     let run = |prior_weight: f32| {
-        let options = ChainOptions {
-            prior_weight,
-            intensity: 0.0,
-            near_prior: false,
-            ..ChainOptions::default()
-        };
-        let (mut predicted, stats) = run_to_end(
+        chain_between_two_annotations(
             &engine,
-            support(&volume, &masks, &[2, 9]),
-            targets.clone(),
-            Strategy::Chain(options),
-        );
-        predicted.sort_by_key(|(z, _)| *z);
-        (predicted, stats)
+            ChainOptions {
+                prior_weight,
+                intensity: 0.0,
+                near_prior: false,
+                ..ChainOptions::default()
+            },
+        )
     };
     let (network, _) = run(0.0);
     let (prior, prior_stats) = run(1.0);
