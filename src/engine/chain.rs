@@ -667,10 +667,12 @@ impl<'a> ChainRun<'a> {
         features: &SupportFeatures,
         slices: &[usize],
     ) -> Result<Vec<Option<Image2D<f32>>>, EngineError> {
+        let runs: Vec<bool> = slices.iter().map(|&z| self.prior_weight(z) < 1.0).collect();
         let queried: Vec<usize> = slices
             .iter()
-            .copied()
-            .filter(|&z| self.prior_weight(z) < 1.0)
+            .zip(&runs)
+            .filter(|(_, runs)| **runs)
+            .map(|(&z, _)| z)
             .collect();
         let mut network = Vec::new().into_iter();
         if !queried.is_empty() {
@@ -686,12 +688,9 @@ impl<'a> ChainRun<'a> {
             self.queried += queried.len();
             network = p.into_iter();
         }
-        Ok(slices
-            .iter()
-            .map(|&z| {
-                (self.prior_weight(z) < 1.0)
-                    .then(|| network.next().expect("one answer per queried slice"))
-            })
+        Ok(runs
+            .into_iter()
+            .map(|runs| runs.then(|| network.next().expect("one answer per queried slice")))
             .collect())
     }
 
