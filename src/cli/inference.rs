@@ -112,7 +112,7 @@ pub struct StrategyArgs {
     #[arg(long, default_value_t = ChainOptions::default().taper)]
     pub taper: f32,
     /// chain: how far beyond the outermost annotations the prior holds the end shape
-    /// before closing (mm; default: half the mean gap between annotations, 20 mm with
+    /// before closing (mm; default: half the mean gap between annotations, 25 mm with
     /// one annotation).
     #[arg(long)]
     pub hold_mm: Option<f32>,

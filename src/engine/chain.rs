@@ -54,7 +54,7 @@ pub struct ChainOptions {
     /// shrinkage per mm of distance, once past its hold.
     pub taper: f32,
     /// How far beyond the outermost annotations the prior holds the end shape
-    /// unchanged (mm); `None`: half the mean gap between annotations, or 20 mm with a
+    /// unchanged (mm); `None`: half the mean gap between annotations, or 25 mm with a
     /// single annotation ([`ShapePrior::default_hold_mm`]).
     pub hold_mm: Option<f32>,
     /// The prior between two annotations: interpolated, the nearer one copied, or both

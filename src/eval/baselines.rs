@@ -57,8 +57,10 @@ pub fn nearest_slice(annotations: &LabelMap, axis: Axis, slices: &[usize]) -> La
     out
 }
 
-/// How far (mm along the axis) the `copy` baseline copies an annotated slice.
-pub const COPY_RANGE_MM: f64 = crate::volume::interpolate::SINGLE_SLICE_HOLD_MM;
+/// How far (mm along the axis) the `copy` baseline copies an annotated slice: ±20 mm, as
+/// the evaluation's definition of the honest k = 1 baseline fixes it (independent of the
+/// shape prior's own hold).
+pub const COPY_RANGE_MM: f64 = 20.0;
 
 /// Each slice within `range_mm` of an annotated slice (physical distance along `axis`)
 /// copies the nearest annotated slice (ties to the lower one); the rest stay empty.
