@@ -37,5 +37,8 @@ done
 for map in $(ls "$data/volumes/synthseg-labelmaps"/*.nii.gz | sort -V | head -n "$maps"); do
   cp "$map" .gpu/data/synthseg/
 done
-cp -r "$data/volumes/totalseg-examples" .gpu/data/
+# The TotalSegmentator CT case only: its MR case, like voxelmorph-brain, is kept out of
+# training for the MR evaluation (docs/evaluation.md).
+mkdir -p .gpu/data/totalseg-ct
+cp "$data/volumes/totalseg-examples"/ct_* .gpu/data/totalseg-ct/
 du -sh .gpu

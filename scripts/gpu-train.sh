@@ -20,7 +20,7 @@ if [ ! -x "$bin" ] && [ -f "$bin.xz" ]; then
   chmod +x "$bin"
 fi
 mkdir -p "$out"
-args=(train --data "$data/openkbp/train" --data "$data/totalseg-examples"
+args=(train --data "$data/openkbp/train" --data "$data/totalseg-ct"
       --synthseg "$data/synthseg" --synthseg-contrasts 3
       --val-data "$data/openkbp/validation" --validation-episodes 32
       --out "$out/run" --minutes "$minutes" --device "$device"
