@@ -671,8 +671,7 @@ impl<'a> ChainRun<'a> {
         let queried: Vec<usize> = slices
             .iter()
             .zip(&runs)
-            .filter(|(_, runs)| **runs)
-            .map(|(&z, _)| z)
+            .filter_map(|(&z, &run)| run.then_some(z))
             .collect();
         let mut network = Vec::new().into_iter();
         if !queried.is_empty() {
@@ -690,7 +689,7 @@ impl<'a> ChainRun<'a> {
         }
         Ok(runs
             .into_iter()
-            .map(|runs| runs.then(|| network.next().expect("one answer per queried slice")))
+            .map(|run| run.then(|| network.next().expect("one answer per queried slice")))
             .collect())
     }
 
