@@ -28,8 +28,10 @@ args=(train --data "$data/openkbp/train" --data "$data/totalseg-ct"
 if [ -f "$out/run/state.json" ]; then
   args+=(--resume)
 else
-  # A fine-tune: a lower peak learning rate than training from scratch.
-  args+=(--init-weights weights/icseg-lite.bpk --lr 1e-4)
+  # A fine-tune: a lower peak learning rate than training from scratch. Episodes of
+  # one shape, so that the GPU compiles its kernels once (a resumed run keeps the
+  # shapes it started with).
+  args+=(--init-weights weights/icseg-lite.bpk --lr 1e-4 --fixed-shapes)
 fi
 echo "icseg ${args[*]}"
 "$bin" "${args[@]}" 2>&1 | tee "$out/train.log"

@@ -69,6 +69,11 @@ pub struct TrainArgs {
     /// per volume of an episode (how runs before chaining were trained).
     #[arg(long)]
     pub independent_augment: bool,
+    /// Give every episode the same shape (2 supports, `--queries` queries), so that a
+    /// GPU compiles its kernels once per run instead of for every new shape; for short
+    /// GPU windows (`scripts/gpu-train.sh`). Kept by a resumed run as it started.
+    #[arg(long)]
+    pub fixed_shapes: bool,
     /// Random seed (runs are repeatable for a seed).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -112,6 +117,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     cfg.validation_episodes = args.validation_episodes;
     cfg.episodes.p_chain = args.p_chain.clamp(0.0, 1.0);
     cfg.episodes.shared_in_task = !args.independent_augment;
+    cfg.episodes.fixed_shapes = args.fixed_shapes;
     cfg.data = args.data.iter().map(|p| p.display().to_string()).collect();
     if let Some(dir) = &args.synthseg {
         cfg.data.push(dir.display().to_string());

@@ -56,6 +56,22 @@ pub struct EpisodeConfig {
     /// image (false in runs from before).
     #[serde(default)]
     pub shared_in_task: bool,
+    /// Every episode has exactly `chain_nearest` supports and `queries` queries
+    /// ([`Self::fits`]; the draw is repeated otherwise): one tensor shape for the whole
+    /// run, so that a GPU compiles and autotunes its kernels once instead of for every
+    /// new shape (`docs/training.md`, "What one window on an H200 gave").
+    #[serde(default)]
+    pub fixed_shapes: bool,
+}
+
+impl EpisodeConfig {
+    /// Whether `episode` has the shape this configuration asks for: any shape, or with
+    /// [`Self::fixed_shapes`] exactly `chain_nearest` supports and `queries` queries.
+    pub fn fits(&self, episode: &Episode) -> bool {
+        !self.fixed_shapes
+            || (episode.support_images.len() == self.chain_nearest.max(1)
+                && episode.query_images.len() == self.queries)
+    }
 }
 
 fn default_chain_nearest() -> usize {
@@ -75,6 +91,7 @@ impl Default for EpisodeConfig {
             p_chain: 0.5,
             chain_nearest: 2,
             shared_in_task: true,
+            fixed_shapes: false,
         }
     }
 }
@@ -160,7 +177,11 @@ pub fn sample_episode(
     if rng.random_bool(cfg.p_chain) {
         return sample_chain_episode(&view, mode, cfg, rng);
     }
-    let s = rng.random_range(cfg.support_range.0..=cfg.support_range.1);
+    let s = if cfg.fixed_shapes {
+        cfg.chain_nearest.max(1)
+    } else {
+        rng.random_range(cfg.support_range.0..=cfg.support_range.1)
+    };
     let support = spread_slices(&structure.slices, s, rng);
     let region = view.region(&support, mode);
     let n = tv.volume.geometry().slice_count(Axis::K);

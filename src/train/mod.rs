@@ -317,7 +317,10 @@ impl TrainingData {
         use rand::RngExt as _;
         let synthetic = self.real.is_empty()
             || (!self.synthetic.is_empty() && rng.random_bool(cfg.synthetic_rate));
-        for _ in 0..8 {
+        // With fixed shapes a draw that falls short (a structure too short for the
+        // queries, a single annotation for a chained episode) is drawn again.
+        let attempts = if cfg.episodes.fixed_shapes { 64 } else { 8 };
+        for _ in 0..attempts {
             let ep = if synthetic {
                 sample_episode(
                     &self.synthetic,
@@ -328,7 +331,7 @@ impl TrainingData {
             } else {
                 sample_episode(&self.real, &self.real_keys, &cfg.episodes, &mut rng)
             };
-            if ep.is_some() {
+            if ep.as_ref().is_some_and(|e| cfg.episodes.fits(e)) {
                 return ep;
             }
         }
@@ -934,5 +937,30 @@ mod tests {
         let first: f64 = losses[..4].iter().sum::<f64>() / 4.0;
         let last: f64 = losses[losses.len() - 4..].iter().sum::<f64>() / 4.0;
         assert!(last < first, "loss {first} → {last}");
+    }
+
+    #[test]
+    fn fixed_shapes_give_every_episode_the_same_supports_and_queries() {
+        let mut cfg = TrainConfig::new(ModelConfig::tiny());
+        cfg.episodes.queries = 3;
+        let data = TrainingData::new(Vec::new(), 4, 9);
+        let shape = |e: &Episode| (e.support_images.len(), e.query_images.len());
+        let varied: std::collections::BTreeSet<(usize, usize)> = (0..60)
+            .filter_map(|n| data.episode(&cfg, n))
+            .map(|e| shape(&e))
+            .collect();
+        assert!(varied.len() > 2, "without fixed shapes: {varied:?}");
+
+        cfg.episodes.fixed_shapes = true;
+        let fixed: Vec<Episode> = (0..60).filter_map(|n| data.episode(&cfg, n)).collect();
+        assert_eq!(
+            fixed.len(),
+            60,
+            "every draw finds an episode of the fixed shape"
+        );
+        for e in &fixed {
+            assert_eq!(shape(e), (2, 3));
+            assert_eq!((e.support_masks.len(), e.query_masks.len()), (2, 3));
+        }
     }
 }
