@@ -68,9 +68,17 @@ impl EpisodeConfig {
     /// Whether `episode` has the shape this configuration asks for: any shape, or with
     /// [`Self::fixed_shapes`] exactly `chain_nearest` supports and `queries` queries.
     pub fn fits(&self, episode: &Episode) -> bool {
-        !self.fixed_shapes
-            || (episode.support_images.len() == self.chain_nearest.max(1)
-                && episode.query_images.len() == self.queries)
+        self.fits_counts(episode.support_images.len(), episode.query_images.len())
+    }
+
+    /// [`Self::fits`] for an episode of `supports` supports and `queries` queries.
+    fn fits_counts(&self, supports: usize, queries: usize) -> bool {
+        !self.fixed_shapes || (supports == self.fixed_support_size() && queries == self.queries)
+    }
+
+    /// The support size of every episode with [`Self::fixed_shapes`].
+    fn fixed_support_size(&self) -> usize {
+        self.chain_nearest.max(1)
     }
 }
 
@@ -178,7 +186,7 @@ pub fn sample_episode(
         return sample_chain_episode(&view, mode, cfg, rng);
     }
     let s = if cfg.fixed_shapes {
-        cfg.chain_nearest.max(1)
+        cfg.fixed_support_size()
     } else {
         rng.random_range(cfg.support_range.0..=cfg.support_range.1)
     };
@@ -345,6 +353,10 @@ fn sample_chain_episode(
         cfg.queries,
         rng,
     )?;
+    // A draw of the wrong shape is turned down before its images are prepared.
+    if !cfg.fits_counts(draw.support.len(), draw.queries.len()) {
+        return None;
+    }
     let region = view.region(&draw.annotated, mode);
     let mut ep = Episode::default();
     for &z in &draw.support {
